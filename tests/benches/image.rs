@@ -1,0 +1,37 @@
+//! Benchmarks for the test image: how long building it takes, end to end (tar,
+//! gzip, digests), and how long writing both on-disk forms takes.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use berth_tests::images;
+
+/// Runs `f` `runs` times and prints the minimum, median and maximum.
+fn measure(name: &str, runs: usize, mut f: impl FnMut()) {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "{name:<40} min {:>9.2?}  median {:>9.2?}  max {:>9.2?}  ({runs} runs)",
+        times[0],
+        times[runs / 2],
+        times[runs - 1]
+    );
+}
+
+fn main() {
+    measure("build busybox image (in memory)", 10, || {
+        black_box(images::busybox_image().unwrap());
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    measure("write busybox layout + docker tar", 10, || {
+        n += 1;
+        black_box(images::build_busybox(&dir.path().join(n.to_string())).unwrap());
+    });
+}

@@ -1,0 +1,14 @@
+//! # berth-tests: what every cross-process test shares
+//!
+//! The tests in `tests/tests/` start real processes (berth's and the real engine's)
+//! and judge berth by what real clients see. They need the same few things over and
+//! over; those live here, so each test reads as the scenario it checks.
+//!
+//! # Layout
+//! - [`images`]: the `busybox` test image, built from Debian's busybox-static binary.
+//!   Every test and `cargo xtask demo` get it through [`images::busybox`].
+//! - [`peers`]: finding and starting the real peers (skopeo, containerd, dockerd) in
+//!   isolated temporary directories, so a test never touches the host's engine.
+
+pub mod images;
+pub mod peers;
