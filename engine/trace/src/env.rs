@@ -38,6 +38,7 @@ pub fn vars_for_context(cx: &Context) -> Vec<(String, String)> {
     injector.0
 }
 
+// ANCHOR: set_on_command
 /// Sets [`vars_for_child`] on a command about to be spawned. Leaves the command alone
 /// when there is nothing to pass on.
 pub fn set_on_command(command: &mut Command) {
@@ -53,6 +54,7 @@ pub fn set_on_command(command: &mut Command) {
     command.env_remove(TRACESTATE);
     command.envs(vars);
 }
+// ANCHOR_END: set_on_command
 
 /// The parent context this process was started with, from its own environment.
 /// Holds no span when `TRACEPARENT` is unset, empty or unparsable.
@@ -72,6 +74,7 @@ pub fn extract_from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Co
     context::extract(&EnvExtractor(vars.into_iter().collect()))
 }
 
+// ANCHOR: env_carrier
 struct EnvInjector(Vec<(String, String)>);
 
 impl Injector for EnvInjector {
@@ -99,6 +102,7 @@ impl Extractor for EnvExtractor {
         self.0.keys().map(String::as_str).collect()
     }
 }
+// ANCHOR_END: env_carrier
 
 #[cfg(test)]
 mod tests {

@@ -87,6 +87,7 @@ impl fmt::Display for Endpoint {
     }
 }
 
+// ANCHOR: init
 /// Installs this process's tracing: call it once, first thing in `main`, and keep the
 /// [`Guard`] until the end of `main`.
 ///
@@ -137,6 +138,7 @@ pub fn init(service_name: &'static str) -> Result<Guard, SetupError> {
         exporting: Some(Exporting { provider, endpoint }),
     })
 }
+// ANCHOR_END: init
 
 /// The provider: turns ended spans into batches and hands them to the exporter.
 fn provider(
