@@ -13,7 +13,7 @@
 //!   escape it, including OCI whiteouts.
 //! - [`spec`]: the default runtime `config.json` for a rootfs (the shape `runc spec`
 //!   writes), and the same filled in from an image's config.
-//! - [`write`]: writing an image, both as an OCI layout and as a `docker save` tarball.
+//! - [`write`](mod@write): writing an image, both as an OCI layout and as a `docker save` tarball.
 //!
 //! The types themselves (manifests, descriptors, runtime specs) come from the
 //! `oci-spec` crate; this crate adds the behaviour.
