@@ -1,9 +1,11 @@
-//! Benchmarks for the test image: how long building it takes, end to end (tar,
-//! gzip, digests), and how long writing both on-disk forms takes.
+//! Benchmarks for the test image: building it end to end (tar, gzip, digests),
+//! writing both on-disk forms, and unpacking it with every digest verified.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use berth_oci::layout::Layout;
+use berth_oci::unpack;
 use berth_tests::images;
 
 /// Runs `f` `runs` times and prints the minimum, median and maximum.
@@ -29,7 +31,15 @@ fn main() {
         black_box(images::busybox_image().unwrap());
     });
     let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::open(&images::busybox().layout).unwrap();
+    let image = layout.resolve(Some("latest")).unwrap();
     let mut n = 0;
+    measure("unpack busybox into a rootfs (verified)", 10, || {
+        n += 1;
+        let rootfs = dir.path().join(format!("rootfs-{n}"));
+        std::fs::create_dir(&rootfs).unwrap();
+        black_box(unpack::unpack_image(&layout, &image, &rootfs).unwrap());
+    });
     measure("write busybox layout + docker tar", 10, || {
         n += 1;
         black_box(images::build_busybox(&dir.path().join(n.to_string())).unwrap());

@@ -115,3 +115,31 @@ fn the_layout_records_the_manifest_digest() {
         image.manifest_digest().to_string()
     );
 }
+
+#[test]
+fn the_image_unpacks_into_a_rootfs_whose_shell_runs() {
+    use berth_oci::layout::Layout;
+    use std::os::unix::fs::MetadataExt;
+
+    let layout = Layout::open(&busybox().layout).unwrap();
+    let image = layout.resolve(Some(images::REFERENCE)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    berth_oci::unpack::unpack_image(&layout, &image, dir.path()).unwrap();
+
+    // Applets are hard links to the one binary, as in the real busybox image.
+    let sh = fs::metadata(dir.path().join("bin/sh")).unwrap();
+    let busybox = fs::metadata(dir.path().join("bin/busybox")).unwrap();
+    assert_eq!(sh.ino(), busybox.ino());
+    assert_eq!(
+        fs::metadata(dir.path().join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
+
+    // The image's own shell, with the image's files as `/`.
+    let out = run_ok(Command::new("chroot").arg(dir.path()).args([
+        "/bin/sh",
+        "-c",
+        "echo $((6 * 7)) $(id -un)",
+    ]));
+    assert_eq!(out.trim(), "42 root");
+}

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -23,7 +22,7 @@ pub fn run() -> anyhow::Result<()> {
         bail!("bad includes in the book:\n  {}", bad.join("\n  "));
     }
     eprintln!("$ mdbook build {}", book.display());
-    let out = Command::new("mdbook")
+    let out = cmd::cargo_tool("mdbook")
         .arg("build")
         .arg(&book)
         .output()

@@ -21,6 +21,18 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// A tool `cargo install` put in `$CARGO_HOME/bin`, found even when that directory
+/// is not on `PATH` (as in a non-login CI shell).
+pub fn cargo_tool(name: &str) -> Command {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    match home.map(|home| home.join("bin").join(name)) {
+        Some(path) if path.is_file() => Command::new(path),
+        _ => Command::new(name),
+    }
+}
+
 /// Prints and runs `cmd`, failing unless it exits 0.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("$ {}", display(cmd));

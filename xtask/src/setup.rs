@@ -94,7 +94,7 @@ fn install_packages() -> anyhow::Result<()> {
 
 fn install_mdbook() -> anyhow::Result<()> {
     let wanted = format!("mdbook v{MDBOOK_VERSION}");
-    let current = cmd::output(Command::new("mdbook").arg("--version"));
+    let current = cmd::output(cmd::cargo_tool("mdbook").arg("--version"));
     if current.as_deref().map(str::trim) == Some(wanted.as_str()) {
         eprintln!("setup: {wanted} present");
         return Ok(());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::{book, cmd, setup};
+use crate::{book, cmd, demo, setup};
 
 type Step = (&'static str, fn() -> anyhow::Result<()>);
 
@@ -29,6 +29,8 @@ const STEPS: &[Step] = &[
         cmd::run(cmd::cargo().args(["test", "--workspace"]))
     }),
     ("book (mdbook build + link check)", book::run),
+    // The README's first command must keep working: CI runs it too.
+    ("demo (cargo xtask demo)", demo::run),
 ];
 
 pub fn run() -> anyhow::Result<()> {
