@@ -1,13 +1,12 @@
 //! `cargo xtask demo`: from nothing to a running container, one printed step at a time.
 //!
 //! Today the demo stops at the runtime: it turns the test image into an OCI bundle
-//! (a root filesystem plus `config.json`) and asks a runtime to run it. The runtime is
-//! berth-runc once it is built, and Debian's runc until then. As the shim, the
+//! (a root filesystem plus `config.json`) and has berth-runc run it. As the shim, the
 //! supervisor, the daemon and the visualizer land, the demo grows to run the whole
 //! traced engine.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -32,9 +31,9 @@ pub fn run() -> anyhow::Result<()> {
     prepare_bundle(&bundle)?;
     eprintln!("   bundle: {} (rootfs/ and config.json)", bundle.display());
 
-    let (runtime, why) = runtime();
-    step(2, &format!("run it with {}", runtime.display()));
-    eprintln!("   ({why})");
+    step(2, "build berth-runc and run the bundle with it");
+    cmd::run(cmd::cargo().args(["build", "--quiet", "--package", "berth-runc"]))?;
+    let runtime = cmd::root().join("target/debug/berth-runc");
     let id = format!("berth-demo-{}", std::process::id());
     cmd::run(
         Command::new(&runtime)
@@ -60,19 +59,6 @@ pub fn run() -> anyhow::Result<()> {
 
 fn step(n: u32, what: &str) {
     eprintln!("\n[{n}] {what}");
-}
-
-/// berth-runc when it has been built, Debian's runc otherwise.
-fn runtime() -> (PathBuf, &'static str) {
-    let berth_runc = cmd::root().join("target/debug/berth-runc");
-    if berth_runc.is_file() {
-        (berth_runc, "berth's own runtime")
-    } else {
-        (
-            PathBuf::from("runc"),
-            "Debian's runc: berth-runc is not built yet",
-        )
-    }
 }
 
 // ANCHOR: prepare_bundle

@@ -832,7 +832,7 @@ fn set_metadata_at(
 /// `openat2` with `RESOLVE_IN_ROOT`: `path` is resolved as if `root` were `/`.
 /// Absolute symlinks start again at `root`, `..` stops at it, and magic links
 /// (`/proc/self/root`) are refused, so nothing resolves to a host path.
-fn resolve_in_root(root: &OwnedFd, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+pub fn resolve_in_root(root: &OwnedFd, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     let path = if path.as_os_str().is_empty() {
         Path::new(".")
     } else {

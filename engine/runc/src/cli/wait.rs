@@ -1,0 +1,59 @@
+//! Waiting for a child while passing signals on to it: what `run` and `exec` (when
+//! not detached) do once the container's process is going.
+//!
+//! The signals are blocked *before* the child is created and then taken one at a
+//! time with `sigwait`. So a child that exits at once cannot be missed: its SIGCHLD
+//! stays pending until we ask for it, and there is no window in which it could
+//! arrive before we are ready (the race that leaves some runtimes hanging).
+
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+// ANCHOR: block_signals
+/// Blocks SIGCHLD and the signals a user might send to stop or steer the
+/// container, so they queue up for [`wait_forwarding`]. Call before creating the child.
+pub fn block_signals() -> anyhow::Result<SigSet> {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(signal);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(set)
+}
+// ANCHOR_END: block_signals
+
+// ANCHOR: wait_forwarding
+/// Waits for `child` to end, forwarding every other blocked signal to it. Returns
+/// the exit status a shell would show: the code, or 128 + the killing signal.
+pub fn wait_forwarding(child: Pid, set: &SigSet) -> anyhow::Result<i32> {
+    loop {
+        let signal = set.wait()?;
+        if signal != Signal::SIGCHLD {
+            let _ = kill(child, signal);
+            continue;
+        }
+        // One SIGCHLD may stand for several exits: reap until nothing is left.
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                    return Ok(128 + signal as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
+                Ok(_) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+// ANCHOR_END: wait_forwarding
