@@ -7,8 +7,10 @@
 //! # Layout
 //! - [`images`]: the `busybox` test image, built from Debian's busybox-static binary.
 //!   Every test and `cargo xtask demo` get it through [`images::busybox`].
+//! - [`otlp`]: a small OTLP/HTTP receiver, for tests that check the spans a process exports.
 //! - [`peers`]: finding and starting the real peers (skopeo, containerd, dockerd) in
 //!   isolated temporary directories, so a test never touches the host's engine.
 
 pub mod images;
+pub mod otlp;
 pub mod peers;

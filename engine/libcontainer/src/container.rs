@@ -193,10 +193,12 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
             .map_err(sys_err("open the exec fifo"))?;
 
     // The cgroup exists, with its limits, before init does anything in it.
+    let cgroups_span = tracing::info_span!("cgroups").entered();
     let cgroup = Cgroup::for_container(linux.cgroups_path().as_deref(), &options.id)?;
     cgroup.create()?;
     cleanup.cgroup = Some(cgroup.clone());
     cgroup.apply(&with_default_devices(&linux))?;
+    drop(cgroups_span);
     let console = match &options.console_socket {
         Some(path) if process.terminal().unwrap_or(false) => Some(
             UnixStream::connect(path).map_err(|source| ContainerError::ConsoleSocket {
@@ -207,6 +209,7 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
         _ => None,
     };
 
+    let clone_span = tracing::info_span!("clone").entered();
     let join_pid = plan.joins_pid_namespace().map(|j| j.path.clone());
     let mut child = process::spawn_init(
         plan.clone_flags,
@@ -225,6 +228,7 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
         namespaces::write_id_maps(child.pid, uids, gids)?;
     }
     cgroup.add_process(child.pid)?;
+    drop(clone_span);
 
     let config = InitConfig {
         id: options.id.clone(),
@@ -246,6 +250,7 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
     child.channel.send(&Message::Bootstrap(Box::new(config)))?;
 
     child.channel.expect("RunHooks")?;
+    let hooks_span = tracing::info_span!("createRuntime hooks").entered();
     let state = OciState::new(
         &options.id,
         ContainerState::Creating,
@@ -264,6 +269,7 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
         HookKind::CreateRuntime.select(&spec_hooks),
         &state,
     )?;
+    drop(hooks_span);
     child.channel.send(&Message::HooksDone)?;
 
     let Message::Ready { stages } = child.channel.expect("Ready")? else {
