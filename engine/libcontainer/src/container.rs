@@ -676,3 +676,42 @@ pub fn exec(
     }
 }
 // ANCHOR_END: exec
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_json_has_runcs_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root(dir.path().to_owned());
+        let state = State {
+            id: "web".into(),
+            bundle: "/bundles/web".into(),
+            rootfs: "/bundles/web/rootfs".into(),
+            // No process has this pid: the container reads as stopped, pid 0.
+            pid: i32::MAX,
+            pid_start_time: 1,
+            created: "2026-11-28T12:00:00.000000000Z".into(),
+            annotations: [("org.example.key".to_owned(), "value".to_owned())].into(),
+            cgroup: None,
+            config: berth_oci::spec::default_spec(),
+        };
+        insta::assert_json_snapshot!(describe(&root, &state));
+    }
+
+    #[test]
+    fn default_device_rules_follow_the_specs_own() {
+        let spec = berth_oci::spec::default_spec();
+        let rules = with_default_devices(spec.linux().as_ref().unwrap());
+        let rules = rules.devices().clone().unwrap();
+        // The spec's "deny all" stays first; the allowances come after it.
+        assert!(!rules[0].allow());
+        assert!(rules[1..].iter().all(|r| r.allow()));
+        let null = rules
+            .iter()
+            .find(|r| r.major() == Some(1) && r.minor() == Some(3))
+            .unwrap();
+        assert_eq!(null.access().as_deref(), Some("rwm"));
+    }
+}

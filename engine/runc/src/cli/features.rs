@@ -41,3 +41,11 @@ fn capability_names() -> Vec<&'static str> {
     use berth_libcontainer::capabilities::{from_number, name};
     (0..=63).filter_map(from_number).map(name).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn features_document() {
+        insta::assert_json_snapshot!(super::features());
+    }
+}
