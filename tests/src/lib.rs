@@ -10,7 +10,10 @@
 //! - [`otlp`]: a small OTLP/HTTP receiver, for tests that check the spans a process exports.
 //! - [`peers`]: finding and starting the real peers (skopeo, containerd, dockerd) in
 //!   isolated temporary directories, so a test never touches the host's engine.
+//! - [`runtime`]: running berth-runc and the real runc on throwaway bundles, one case
+//!   against both, and checking that neither left a state directory, cgroup or mount.
 
 pub mod images;
 pub mod otlp;
 pub mod peers;
+pub mod runtime;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -76,6 +77,10 @@ pub enum ContainerError {
     },
     #[error("container {0:?} did not stop within {1:?} of SIGKILL")]
     WouldNotDie(String, Duration),
+    // runc's words first: containerd's shim and dockerd look for them to tell
+    // "it has already exited" (nothing to do) from a failure.
+    #[error("container not running: {0:?} has stopped, so there is nothing left to signal")]
+    NotRunning(String),
 }
 
 fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> ContainerError {
@@ -188,6 +193,11 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
         .map_err(sys_err("create the exec fifo"))?;
+    // mkfifo applies our umask (often 022, leaving 0600); init opens the fifo after
+    // switching to the container's user, who must be able to write it.
+    fs::set_permissions(&fifo_path, fs::Permissions::from_mode(0o622)).map_err(io_err(
+        "make the exec fifo writable by the container's user",
+    ))?;
     let fifo: OwnedFd =
         nix::fcntl::open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(sys_err("open the exec fifo"))?;
@@ -226,6 +236,7 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
         let uids = linux.uid_mappings().as_ref().unwrap_or(&none);
         let gids = linux.gid_mappings().as_ref().unwrap_or(&none);
         namespaces::write_id_maps(child.pid, uids, gids)?;
+        child.maps_written()?;
     }
     cgroup.add_process(child.pid)?;
     drop(clone_span);
@@ -243,7 +254,6 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
             .cloned()
             .collect(),
         new_cgroup_namespace: plan.new_cgroup,
-        new_user_namespace: plan.new_user_namespace(),
         no_pivot: options.no_pivot,
         preserve_fds: options.preserve_fds,
     };
@@ -383,9 +393,12 @@ pub fn start(root: &Root, id: &str) -> Result<Vec<String>, ContainerError> {
     let fifo_path = root.dir(id)?.join(EXEC_FIFO);
     // Opening for reading completes init's pending open for writing; its one byte
     // means it is past the fifo and about to exec.
-    let mut fifo = fs::File::open(&fifo_path).map_err(io_err("open the exec fifo"))?;
-    let mut byte = [0u8; 1];
-    let read = fifo.read(&mut byte).map_err(io_err("read the exec fifo"))?;
+    let fifo = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo_path)
+        .map_err(io_err("open the exec fifo"))?;
+    let read = read_exec_fifo(&fifo, &state)?;
     fs::remove_file(&fifo_path).map_err(io_err("remove the exec fifo"))?;
     if read == 0 {
         return Err(ContainerError::Io {
@@ -401,6 +414,33 @@ pub fn start(root: &Root, id: &str) -> Result<Vec<String>, ContainerError> {
         &state.config,
     );
     Ok(best_effort_hooks(HookKind::Poststart, &state.config, &oci))
+}
+
+/// Waits for init's byte on the exec fifo; returns 0 if init is gone instead.
+///
+/// A blocking read would wait forever for an init that died before opening its end
+/// (it failed after `create` returned, with nobody left to hear why): so the fifo is
+/// read without blocking, and init's liveness checked between polls, as runc does.
+fn read_exec_fifo(mut fifo: &fs::File, state: &State) -> Result<usize, ContainerError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    loop {
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {
+                let mut byte = [0u8; 1];
+                match fifo.read(&mut byte) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    read => return read.map_err(io_err("read the exec fifo")),
+                }
+            }
+            Err(e) => return Err(sys_err("poll the exec fifo")(e)),
+        }
+        if !state::process_is_alive(state.pid, state.pid_start_time) {
+            return Ok(0);
+        }
+    }
 }
 
 /// Runs every hook of `kind` (poststart, poststop): a failure is reported, not fatal.
@@ -421,22 +461,33 @@ pub fn kill_container(
     signal: Signal,
     all: bool,
 ) -> Result<(), ContainerError> {
-    let (state, _) = load_in(
-        root,
-        id,
-        &[Status::Created, Status::Running, Status::Paused],
-        "there is nothing left to signal",
-    )?;
+    let state = root.load(id)?;
+    let status = state.status(root);
     if all {
+        // Even after init has exited, as runc does: in a container that shares the
+        // host's pid namespace, init's children outlive it, and the shim kills them so.
         if let Some(cgroup) = &state.cgroup {
             for pid in cgroup.pids()? {
                 let _ = kill(pid, signal);
             }
-            return Ok(());
+            return thaw_for_sigkill(&state, status, signal);
         }
     }
+    if status == Status::Stopped {
+        return Err(ContainerError::NotRunning(id.to_owned()));
+    }
     kill(Pid::from_raw(state.pid), signal)
-        .map_err(sys_err(format!("send {signal} to container {id:?}")))
+        .map_err(sys_err(format!("send {signal} to container {id:?}")))?;
+    thaw_for_sigkill(&state, status, signal)
+}
+
+/// A frozen process cannot act on a signal, not even die; so a paused container is
+/// thawed after SIGKILL (only: any other signal waits for `resume`), as runc does.
+fn thaw_for_sigkill(state: &State, status: Status, signal: Signal) -> Result<(), ContainerError> {
+    match (&state.cgroup, status, signal) {
+        (Some(cgroup), Status::Paused, Signal::SIGKILL) => Ok(cgroup.thaw()?),
+        _ => Ok(()),
+    }
 }
 
 /// `delete`: removes a stopped (or, with `force`, any) container: its processes,
@@ -659,7 +710,6 @@ pub fn exec(
                 .filter(|j| j.kind != oci_spec::runtime::LinuxNamespaceType::Pid)
                 .collect(),
             new_cgroup_namespace: false,
-            new_user_namespace: false,
             no_pivot: false,
             preserve_fds: options.preserve_fds,
         };

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow};
-use nix::unistd::{sethostname, Gid, Uid};
-use oci_spec::runtime::{ContainerState, Process, Spec};
+use nix::sys::stat::Mode;
+use nix::unistd::sethostname;
+use oci_spec::runtime::{ContainerState, LinuxNamespaceType, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::capabilities::CapabilityPlan;
@@ -48,7 +49,6 @@ pub struct InitConfig {
     /// Namespaces to enter (all but pid, which the runtime entered for us).
     pub join: Vec<Join>,
     pub new_cgroup_namespace: bool,
-    pub new_user_namespace: bool,
     pub no_pivot: bool,
     /// How many fds after stdio the program inherits (`--preserve-fds`).
     pub preserve_fds: i32,
@@ -80,6 +80,12 @@ pub enum InitError {
     NoProcess,
     #[error("exec: {0:?}: executable file not found in $PATH")]
     NotFound(String),
+    // dockerd reads these two messages, lower case as runc writes them, to exit
+    // `docker run` with 127 and 126.
+    #[error("exec: {0:?}: no such file or directory in the container")]
+    NoSuchProgram(String),
+    #[error("exec: {0:?}: permission denied: it is not an executable file")]
+    NotExecutable(String),
     #[error("{0} is not set: berth-runc init is started by berth-runc itself, not by hand")]
     NotStartedByRuntime(&'static str),
 }
@@ -179,6 +185,7 @@ fn run(channel: &mut Channel, config: InitConfig) -> Result<std::convert::Infall
     }
     stages.time("console", || setup_console(&process))?;
     stages.time("process attributes", || apply_attributes(&config, &process))?;
+    let process = with_home(process);
     let program = find_program(&process)?;
     stages.time("user and capabilities", || become_user(&config, &process))?;
 
@@ -214,13 +221,6 @@ fn join_namespaces(config: &InitConfig) -> Result<(), InitError> {
     for join in &config.join {
         namespaces::enter(join)?;
     }
-    if config.new_user_namespace {
-        // The runtime has written our id maps; become root *inside* the namespace.
-        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-            .map_err(sys_err("setgid(0) in the user namespace"))?;
-        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-            .map_err(sys_err("setuid(0) in the user namespace"))?;
-    }
     if config.new_cgroup_namespace {
         // Now, not at clone time: the runtime has moved us into the container's
         // cgroup, so that cgroup becomes this namespace's root.
@@ -238,8 +238,29 @@ fn prepare_filesystem(config: &InitConfig) -> Result<(), InitError> {
         set_domainname(domain)?;
     }
     let hierarchy = cgroups::Hierarchy::detect()?;
-    rootfs::prepare(&mut rootfs::Linux, spec, &config.rootfs, &hierarchy)?;
-    Ok(())
+    // Without a cgroup namespace, `cgroup` mounts show the cgroups we are in: the
+    // runtime moved us into the container's before sending Bootstrap.
+    let in_cgroup_namespace = config.new_cgroup_namespace
+        || config
+            .join
+            .iter()
+            .any(|j| j.kind == LinuxNamespaceType::Cgroup);
+    let own = match in_cgroup_namespace {
+        true => None,
+        false => Some(cgroups::Membership::of_self()?),
+    };
+    // Device nodes get exactly the spec's modes (0666 by default), which mknod would
+    // otherwise cut by our umask, as runc makes sure too.
+    let umask = nix::sys::stat::umask(Mode::empty());
+    let prepared = rootfs::prepare(
+        &mut rootfs::Linux,
+        spec,
+        &config.rootfs,
+        &hierarchy,
+        own.as_ref(),
+    );
+    nix::sys::stat::umask(umask);
+    Ok(prepared?)
 }
 
 fn set_domainname(domain: &str) -> Result<(), InitError> {
@@ -253,8 +274,10 @@ fn set_domainname(domain: &str) -> Result<(), InitError> {
 fn pivot(config: &InitConfig) -> Result<(), InitError> {
     let mut sys = rootfs::Linux;
     rootfs::pivot(&mut sys, &config.rootfs, config.no_pivot)?;
-    rootfs::finish(&mut sys, &config.spec)?;
+    // Sysctls first, as runc does: `finish` makes `/proc/sys` read-only (dockerd's
+    // specs list it in readonlyPaths) and sets `net.ipv4.ping_group_range`.
     rootfs::apply_sysctl(&config.spec)?;
+    rootfs::finish(&mut sys, &config.spec)?;
     Ok(())
 }
 
@@ -374,6 +397,28 @@ fn io_errno(e: &std::io::Error) -> nix::Error {
     nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// runc's rule, which programs have come to rely on: a process whose environment
+/// has no `HOME` gets its user's home directory from the container's `/etc/passwd`
+/// (we are inside the container's root by now), or `/` if the user is not listed.
+fn with_home(mut process: Process) -> Process {
+    let mut env = process.env().clone().unwrap_or_default();
+    if env.iter().any(|e| e.starts_with("HOME=")) {
+        return process;
+    }
+    let uid = process.user().uid().to_string();
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    // name:password:uid:gid:gecos:home:shell
+    let home = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&uid.as_str()))
+        .and_then(|fields| fields.get(5).map(|home| home.to_string()))
+        .unwrap_or_else(|| "/".to_owned());
+    env.push(format!("HOME={home}"));
+    process.set_env(Some(env));
+    process
+}
+
 /// Resolves `args[0]` against the process's own `PATH`, as `execvp` would, but now,
 /// while an error can still reach the runtime.
 fn find_program(process: &Process) -> Result<PathBuf, InitError> {
@@ -383,7 +428,16 @@ fn find_program(process: &Process) -> Result<PathBuf, InitError> {
         .and_then(|a| a.first())
         .ok_or(InitError::NoProcess)?;
     if name.contains('/') {
-        return Ok(PathBuf::from(name));
+        // A path is not searched for, but it is checked now too, as runc does: after
+        // `start` a failed exec could only exit, with no reason anyone can read.
+        let path = PathBuf::from(name);
+        return if !path.exists() {
+            Err(InitError::NoSuchProgram(name.clone()))
+        } else if !is_executable(&path) {
+            Err(InitError::NotExecutable(name.clone()))
+        } else {
+            Ok(path)
+        };
     }
     let path_var = process
         .env()
@@ -430,4 +484,27 @@ fn exec(
     attrs::set_cloexec_from(3 + preserve_fds)?;
     nix::unistd::execve(&program_c, &args, &env)
         .map_err(sys_err(format!("exec {}", program.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{ProcessBuilder, UserBuilder};
+
+    fn process(uid: u32, env: &[&str]) -> Process {
+        ProcessBuilder::default()
+            .user(UserBuilder::default().uid(uid).gid(0u32).build().unwrap())
+            .env(env.iter().map(|e| e.to_string()).collect::<Vec<_>>())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn home_comes_from_passwd_unless_the_spec_sets_it() {
+        // The test machine's /etc/passwd stands in for the container's.
+        let env = |p: Process| with_home(p).env().clone().unwrap();
+        assert_eq!(env(process(0, &["A=1"])), ["A=1", "HOME=/root"]);
+        assert_eq!(env(process(4_242_424, &[])), ["HOME=/"]);
+        assert_eq!(env(process(0, &["HOME=/srv"])), ["HOME=/srv"]);
+    }
 }

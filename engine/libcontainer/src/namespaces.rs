@@ -168,7 +168,8 @@ pub fn of_process(pid: i32) -> Vec<Join> {
 // ANCHOR: id_maps
 /// Writes init's uid and gid maps: which host ids the ids inside its new user
 /// namespace stand for. Only a process outside the namespace may write them, so the
-/// runtime does it while init waits for its bootstrap message.
+/// runtime does it while the cloned child waits, before it even execs init (see
+/// [`crate::process::Child::maps_written`]).
 pub fn write_id_maps(
     pid: Pid,
     uids: &[LinuxIdMapping],

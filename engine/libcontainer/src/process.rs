@@ -5,6 +5,11 @@
 //! `berth-runc init`, with the handshake socket and any other fds it needs left open.
 //! Doing nothing else between `clone` and `exec` is what makes cloning a process
 //! that may have other threads safe: the child touches no lock, allocates nothing.
+//!
+//! One exception, also made of bare system calls: in a new user namespace the child
+//! first waits for the runtime to write its uid and gid maps, and becomes root in the
+//! namespace. Only then may it `exec`: `exec` recomputes a process's capabilities from
+//! its uid, and a child that is not (yet) root in its namespace would lose them all.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -12,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sched::{setns, CloneFlags};
 use nix::unistd::Pid;
 
@@ -46,6 +51,25 @@ pub struct Inherit<'a> {
 pub struct Child {
     pub pid: Pid,
     pub channel: Channel,
+    /// In a new user namespace, the child waits for one byte here before it execs:
+    /// see [`Child::maps_written`].
+    maps_gate: Option<OwnedFd>,
+}
+
+impl Child {
+    /// Tells a child in a new user namespace that its id maps are written, so it can
+    /// become root in the namespace and exec init. Call it after writing the maps;
+    /// until then the child waits (and dies if the runtime goes away).
+    pub fn maps_written(&mut self) -> Result<(), SpawnError> {
+        let Some(gate) = self.maps_gate.take() else {
+            return Ok(());
+        };
+        nix::unistd::write(&gate, &[1]).map_err(|source| SpawnError::Sys {
+            what: "let init go on once its id maps are written",
+            source,
+        })?;
+        Ok(())
+    }
 }
 
 // ANCHOR: spawn
@@ -83,6 +107,21 @@ pub fn spawn_init(
         .map(|e| e.as_ptr())
         .chain([std::ptr::null()])
         .collect();
+    // Both ends close on exec; the child keeps the reading one until then.
+    let gate = match flags.contains(CloneFlags::CLONE_NEWUSER) {
+        true => Some(
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| SpawnError::Sys {
+                what: "create the user namespace gate",
+                source,
+            })?,
+        ),
+        false => None,
+    };
+    let gate_fds = gate
+        .as_ref()
+        .map(|(read, write)| (read.as_raw_fd(), write.as_raw_fd()));
+    const NOT_ROOT: &[u8] =
+        b"berth-runc: cannot become root in the new user namespace; map container uid and gid 0\n";
 
     // A process cannot move itself into another pid namespace, only its future
     // children; so the runtime steps in for the clone and back out right after.
@@ -91,8 +130,8 @@ pub fn spawn_init(
         None => None,
     };
     // SAFETY: with no CLONE_VM and no new stack, clone behaves like fork: the child
-    // gets a copy of our memory. It only calls execve and _exit, which are
-    // async-signal-safe, on pointers prepared above.
+    // gets a copy of our memory. It only makes async-signal-safe system calls (read,
+    // write, close, setresuid, setresgid, execve, _exit) on data prepared above.
     let pid = unsafe {
         let pid = libc::syscall(
             libc::SYS_clone,
@@ -103,6 +142,21 @@ pub fn spawn_init(
             0,
         );
         if pid == 0 {
+            if let Some((read, write)) = gate_fds {
+                libc::close(write);
+                let mut byte = 0u8;
+                if libc::read(read, (&raw mut byte).cast(), 1) != 1 {
+                    libc::_exit(127); // the runtime failed, or died, before the maps
+                }
+                // Raw system calls: libc's wrappers would try to reach threads the
+                // runtime had, which the child does not have.
+                if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+                    || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+                {
+                    libc::write(2, NOT_ROOT.as_ptr().cast(), NOT_ROOT.len());
+                    libc::_exit(127);
+                }
+            }
             libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr());
             libc::_exit(127);
         }
@@ -129,6 +183,7 @@ pub fn spawn_init(
     Ok(Child {
         pid: Pid::from_raw(pid as i32),
         channel,
+        maps_gate: gate.map(|(_read, write)| write),
     })
 }
 // ANCHOR_END: spawn

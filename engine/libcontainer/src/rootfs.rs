@@ -19,7 +19,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
-use crate::cgroups::Hierarchy;
+use crate::cgroups::{Hierarchy, Membership, Mount as CgroupMount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -273,11 +273,15 @@ fn propagation_flags(name: &str) -> Option<MsFlags> {
 
 // ANCHOR: prepare
 /// Part one, before `pivot_root`: mounts and devices, all inside `rootfs`.
+///
+/// `own_cgroups` are the container's cgroups when it has no cgroup namespace of its
+/// own; a `cgroup` mount then shows those, not the host's (see [`mount_cgroups`]).
 pub fn prepare(
     sys: &mut dyn Syscalls,
     spec: &Spec,
     rootfs: &Path,
     cgroups: &Hierarchy,
+    own_cgroups: Option<&Membership>,
 ) -> Result<(), RootfsError> {
     // Nothing we mount from here on may leak back to the host's mount table: make
     // our copy of it a slave (or what the spec asks), recursively.
@@ -305,7 +309,7 @@ pub fn prepare(
     )))?;
 
     for mount in spec.mounts().iter().flatten() {
-        mount_one(sys, rootfs, mount, cgroups)?;
+        mount_one(sys, rootfs, mount, cgroups, own_cgroups)?;
     }
     let dev_is_bound = spec.mounts().iter().flatten().any(|m| {
         m.destination() == Path::new("/dev")
@@ -323,6 +327,16 @@ pub fn prepare(
                 .unwrap_or_default(),
         )?;
     }
+    // A missing working directory is created, as runc does, so that a process may
+    // start in a directory its image does not have.
+    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) {
+        if cwd.is_absolute() {
+            sys.mountpoint(rootfs, cwd, true).map_err(sys_err(format!(
+                "create the working directory {}",
+                cwd.display()
+            )))?;
+        }
+    }
     Ok(())
 }
 // ANCHOR_END: prepare
@@ -332,6 +346,7 @@ fn mount_one(
     rootfs: &Path,
     mount: &Mount,
     cgroups: &Hierarchy,
+    own_cgroups: Option<&Membership>,
 ) -> Result<(), RootfsError> {
     let dest = mount.destination();
     if !dest.is_absolute() {
@@ -362,7 +377,7 @@ fn mount_one(
         .map_err(sys_err(what("create the mount point for")))?;
 
     if fstype == Some("cgroup") {
-        return mount_cgroups(sys, &target, flags, cgroups);
+        return mount_cgroups(sys, &target, flags, cgroups, own_cgroups);
     }
     if !is_bind && fstype.is_none() {
         return Err(RootfsError::NoType {
@@ -399,15 +414,22 @@ fn mount_one(
 }
 
 // ANCHOR: cgroup_mount
-/// A `cgroup` mount: the host's cgroup layout, seen from the container. With a cgroup
-/// namespace each hierarchy shows the container's own cgroup as its root. On v2 that
+/// A `cgroup` mount: the host's cgroup layout, seen from the container. On v2 that
 /// is one `cgroup2` mount; on v1 and hybrid hosts it is a tmpfs holding one `cgroup`
 /// mount per hierarchy (and `unified/` for a hybrid host's v2 part), as on the host.
+///
+/// Either way the container must find its *own* cgroup at the top of each hierarchy,
+/// where programs look for their limits (`/sys/fs/cgroup/memory/memory.limit_in_bytes`).
+/// With a cgroup namespace a fresh mount shows just that. Without one a fresh v1 mount
+/// would show the host's root, so, as runc does, each hierarchy is instead a bind
+/// mount of the container's own cgroup directory (`own_cgroups`); in a user namespace
+/// that is also the only way, as only the host's cgroup namespace may mount v1 ones.
 fn mount_cgroups(
     sys: &mut dyn Syscalls,
     target: &Path,
     flags: MsFlags,
     cgroups: &Hierarchy,
+    own_cgroups: Option<&Membership>,
 ) -> Result<(), RootfsError> {
     let what = |name: &str| format!("mount the cgroup hierarchy {name} on {}", target.display());
     let (v1, unified) = match cgroups {
@@ -422,8 +444,11 @@ fn mount_cgroups(
                 )
                 .map_err(sys_err(what("cgroup2")));
         }
-        Hierarchy::V1 { controllers } => (controllers, false),
-        Hierarchy::Hybrid { controllers, .. } => (controllers, true),
+        Hierarchy::V1 { controllers } => (controllers, None),
+        Hierarchy::Hybrid {
+            controllers,
+            unified,
+        } => (controllers, Some(unified)),
     };
     let dir_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     sys.mount(
@@ -435,25 +460,43 @@ fn mount_cgroups(
     )
     .map_err(sys_err(what("tmpfs")))?;
     // Co-mounted controllers (`cpu,cpuacct`) share one mount: mount each only once.
-    let mut mounts: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut mounts: Vec<(String, Vec<&str>, &CgroupMount)> = Vec::new();
     for (controller, mount) in v1 {
         let name = mount
             .mountpoint
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match mounts.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, controllers)) => controllers.push(controller),
-            None => mounts.push((name, vec![controller])),
+        match mounts.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, controllers, _)) => controllers.push(controller),
+            None => mounts.push((name, vec![controller], mount)),
         }
     }
-    if unified {
-        mounts.push(("unified".into(), Vec::new()));
+    if let Some(unified) = unified {
+        mounts.push(("unified".into(), Vec::new(), unified));
     }
-    for (name, controllers) in &mounts {
+    for (name, controllers, host) in &mounts {
         let dir = sys
             .mountpoint(target, Path::new(name), true)
             .map_err(sys_err(what(name)))?;
+        if let Some(own) = own_cgroups {
+            let cgroup = match controllers.first() {
+                Some(controller) => own.v1.get(*controller),
+                None => own.v2.as_ref(),
+            };
+            let source = own_cgroup_dir(host, cgroup);
+            sys.mount(Some(&source), &dir, None, MsFlags::MS_BIND, None)
+                .map_err(sys_err(what(name)))?;
+            sys.mount(
+                None,
+                &dir,
+                None,
+                flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT,
+                None,
+            )
+            .map_err(sys_err(what(name)))?;
+            continue;
+        }
         let (fstype, data) = if controllers.is_empty() {
             ("cgroup2", None)
         } else {
@@ -481,6 +524,16 @@ fn mount_cgroups(
     Ok(())
 }
 // ANCHOR_END: cgroup_mount
+
+/// The host directory of `cgroup` (a path from `/proc/self/cgroup`) in hierarchy
+/// `host`; the hierarchy's top if the container is not in it (or outside its mount).
+fn own_cgroup_dir(host: &CgroupMount, cgroup: Option<&PathBuf>) -> PathBuf {
+    let below = cgroup.and_then(|c| c.strip_prefix(&host.root).ok());
+    match below {
+        Some(below) => host.mountpoint.join(below),
+        None => host.mountpoint.clone(),
+    }
+}
 
 /// The devices every container gets, whatever the spec lists.
 fn default_devices() -> [(&'static str, u64, u64); 6] {
@@ -575,6 +628,16 @@ fn make_device(
     let node = dir.join(path.file_name().unwrap_or_default());
     match sys.mknod(&node, kind, Mode::from_bits_truncate(mode), dev) {
         Ok(()) | Err(Errno::EEXIST) => {}
+        // In a user namespace no device node can be made, only bound from the host's
+        // node of the same path, as runc does; its owner and mode come with it.
+        Err(Errno::EPERM) => {
+            let file = sys
+                .mountpoint(rootfs, path, false)
+                .map_err(sys_err(what("create the mount point for")))?;
+            return sys
+                .mount(Some(path), &file, None, MsFlags::MS_BIND, None)
+                .map_err(sys_err(what("bind the host's node for")));
+        }
         Err(e) => return Err(sys_err(what("create"))(e)),
     }
     if uid.is_some() || gid.is_some() {
@@ -822,6 +885,7 @@ mod tests {
             &default_spec(),
             Path::new("/b/rootfs"),
             &no_cgroups(),
+            None,
         )
         .unwrap();
         assert_eq!(sys.calls[0], "mount - / - MS_REC | MS_SLAVE -");
@@ -899,7 +963,7 @@ mod tests {
             ])
             .build()
             .unwrap();
-        mount_one(&mut sys, Path::new("/r"), &mount, &no_cgroups()).unwrap();
+        mount_one(&mut sys, Path::new("/r"), &mount, &no_cgroups(), None).unwrap();
         assert_eq!(
             sys.calls,
             [
@@ -915,7 +979,7 @@ mod tests {
         let hybrid = Hierarchy::from_mountinfo(HYBRID_MOUNTINFO).unwrap();
         let mut sys = Recorder::default();
         let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
-        mount_cgroups(&mut sys, Path::new("/r/sys/fs/cgroup"), ro, &hybrid).unwrap();
+        mount_cgroups(&mut sys, Path::new("/r/sys/fs/cgroup"), ro, &hybrid, None).unwrap();
         assert_eq!(
             sys.calls,
             [
@@ -928,10 +992,36 @@ mod tests {
             ]
         );
         let mut sys = Recorder::default();
-        mount_cgroups(&mut sys, Path::new("/r/c"), ro, &no_cgroups()).unwrap();
+        mount_cgroups(&mut sys, Path::new("/r/c"), ro, &no_cgroups(), None).unwrap();
         assert_eq!(
             sys.calls,
             ["mount cgroup2 /r/c cgroup2 MS_RDONLY | MS_NOSUID -"]
+        );
+    }
+
+    #[test]
+    fn without_a_cgroup_namespace_each_hierarchy_binds_the_containers_own_cgroup() {
+        let hybrid = Hierarchy::from_mountinfo(HYBRID_MOUNTINFO).unwrap();
+        let own = Membership::parse(
+            "4:memory:/user/1/web\n3:cpu,cpuacct:/web\n9:name=systemd:/web\n0::/web\n",
+        )
+        .unwrap();
+        let mut sys = Recorder::default();
+        let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+        mount_cgroups(&mut sys, Path::new("/r/c"), ro, &hybrid, Some(&own)).unwrap();
+        let remount = "MS_RDONLY | MS_NOSUID | MS_REMOUNT | MS_BIND -";
+        assert_eq!(
+            sys.calls[1..9],
+            [
+                "mount /sys/fs/cgroup/cpu,cpuacct/web /r/c/cpu,cpuacct - MS_BIND -".to_owned(),
+                format!("mount - /r/c/cpu,cpuacct - {remount}"),
+                "mount /sys/fs/cgroup/memory/user/1/web /r/c/memory - MS_BIND -".to_owned(),
+                format!("mount - /r/c/memory - {remount}"),
+                "mount /sys/fs/cgroup/systemd/web /r/c/systemd - MS_BIND -".to_owned(),
+                format!("mount - /r/c/systemd - {remount}"),
+                "mount /sys/fs/cgroup/unified/web /r/c/unified - MS_BIND -".to_owned(),
+                format!("mount - /r/c/unified - {remount}"),
+            ]
         );
     }
 

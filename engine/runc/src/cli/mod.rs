@@ -102,7 +102,7 @@ pub fn main() -> i32 {
     let status = match dispatch(args) {
         Ok(status) => status,
         Err(e) => {
-            log.error(&format!("{e:#}"));
+            log.error(&describe(&e));
             1
         }
     };
@@ -145,6 +145,21 @@ fn dispatch(args: Args) -> anyhow::Result<i32> {
         Verb::Features => features::run().map(|()| 0),
         Verb::Init => unreachable!("handled before tracing starts"),
     }
+}
+
+/// The error and each of its causes, once. berth's errors already name their cause in
+/// their own message (`cannot read X: No such file or directory`), so anyhow's
+/// alternate form (`{e:#}`, every cause appended) would say it twice; a cause is
+/// appended only if the text so far does not already hold it (as for the context
+/// `anyhow` adds).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1).map(ToString::to_string) {
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 fn verb_name(verb: &Verb) -> &'static str {
@@ -196,6 +211,27 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_name_each_cause_once() {
+        let io = || std::io::Error::other("No such file or directory");
+        // A cause the message already holds is not repeated...
+        let state = berth_libcontainer::state::StateError::Io {
+            action: "read",
+            path: "/run/x".into(),
+            source: io(),
+        };
+        assert_eq!(
+            describe(&state.into()),
+            "cannot read /run/x: No such file or directory"
+        );
+        // ... and one it does not hold (anyhow's context) is appended.
+        let with_context = anyhow::Error::new(io()).context("writing the pid file /p");
+        assert_eq!(
+            describe(&with_context),
+            "writing the pid file /p: No such file or directory"
+        );
     }
 
     #[test]
