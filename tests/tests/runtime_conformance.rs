@@ -877,6 +877,148 @@ fn pause_resume_exec_ps_and_list() {
 }
 
 #[test]
+fn container_hooks_run_inside_the_container() {
+    // createContainer runs in the container's namespaces before pivot_root, so it
+    // sees the host's paths with the container's mounts on them; startContainer runs
+    // after `start`, inside the container's root. Both write into the container's own
+    // tmpfs /dev, which the host cannot see, so only the program can report them.
+    on_both(|rt| {
+        let bundle = Bundle::new(|s| {
+            sh(
+                s,
+                "grep -ho 'status\":\"[a-z]*' /dev/createContainer.json /dev/startContainer.json",
+            )
+        });
+        let dev = bundle.rootfs().join("dev");
+        let hook = |target: String| json!([{ "path": "/bin/sh", "args": ["sh", "-c", format!("cat > {target}")] }]);
+        let hooks = json!({
+            "createContainer": hook(format!("{}/createContainer.json", dev.display())),
+            "startContainer": hook("/dev/startContainer.json".into()),
+        });
+        bundle.edit_json(|config| config["hooks"] = hooks);
+        let out = rt.run(&bundle).success();
+        assert_eq!(
+            out.stdout, "status\":\"creating\nstatus\":\"created\n",
+            "{out}"
+        );
+        assert!(
+            !dev.join("createContainer.json").exists(),
+            "the hook wrote on the host's side"
+        );
+    });
+}
+
+#[test]
+fn kill_all_reaches_every_process() {
+    on_both(|rt| {
+        let bundle = Bundle::new(|s| sh(s, "sleep 60 & sleep 61 & wait"));
+        let id = rt.new_id();
+        rt.create(&bundle, &id, &[]).success();
+        rt.invoke(["start", &id]).success();
+        let deadline = Instant::now() + TIMEOUT;
+        while rt
+            .invoke(["ps", "--format", "json", &id])
+            .success()
+            .stdout
+            .matches(',')
+            .count()
+            < 2
+        {
+            assert!(Instant::now() < deadline, "the two sleeps never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        rt.invoke(["kill", "--all", &id, "KILL"]).success();
+        rt.wait_for_status(&id, "stopped");
+        let out = rt.invoke(["ps", "--format", "json", &id]);
+        let left: Vec<i64> = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+        assert!(left.is_empty(), "processes survived kill --all: {left:?}");
+        rt.invoke(["delete", &id]).success();
+    });
+}
+
+#[test]
+fn update_changes_a_running_containers_limits() {
+    on_both(|rt| {
+        let bundle = Bundle::new(|s| sh(s, "exec sleep 60"));
+        let id = rt.new_id();
+        rt.create(&bundle, &id, &[]).success();
+        let resources = rt.scratch().join("resources.json");
+        fs::write(&resources, r#"{"pids": {"limit": 42}}"#).unwrap();
+        rt.invoke(["update", "--resources", resources.to_str().unwrap(), &id])
+            .success();
+        let limits: Vec<String> = cgroup_dirs_named(&id)
+            .iter()
+            .filter_map(|dir| fs::read_to_string(dir.join("pids.max")).ok())
+            .collect();
+        assert_eq!(limits, ["42\n"], "pids.max after update");
+        rt.invoke(["delete", "--force", &id]).success();
+    });
+}
+
+#[test]
+fn events_stats_reports_usage() {
+    on_both(|rt| {
+        let bundle = Bundle::new(|s| sh(s, "exec sleep 60"));
+        let id = rt.new_id();
+        rt.create(&bundle, &id, &[]).success();
+        rt.invoke(["start", &id]).success();
+        let out = rt.invoke(["events", "--stats", &id]).success();
+        let event: Value =
+            serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(event["type"], "stats", "{out}");
+        assert_eq!(event["id"], id.as_str(), "{out}");
+        assert!(
+            event["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 1,
+            "{out}"
+        );
+        assert!(
+            event["data"]["memory"]["usage"]["usage"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0,
+            "{out}"
+        );
+        rt.invoke(["delete", "--force", &id]).success();
+    });
+}
+
+#[test]
+fn run_forwards_signals_to_the_container() {
+    on_both(|rt| {
+        // A shell that turns SIGTERM into exit status 42: only a forwarded signal
+        // can end it so.
+        let bundle = Bundle::new(|s| {
+            sh(
+                s,
+                "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done",
+            )
+        });
+        let id = rt.new_id();
+        let mut cmd = rt.command(["run", "--bundle"]);
+        cmd.arg(bundle.path()).arg(&id);
+        let out = rt.scratch().join("forward.out");
+        cmd.stdout(fs::File::create(&out).unwrap())
+            .stdin(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + TIMEOUT;
+        while !fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("ready")
+        {
+            assert!(Instant::now() < deadline, "the container never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = berth_tests::runtime::wait_bounded(&mut child, TIMEOUT);
+        assert_eq!(status, Some(42), "{}: run did not pass SIGTERM on", rt.name);
+    });
+}
+
+#[test]
 fn pid_file() {
     on_both(|rt| {
         let bundle = Bundle::new(|s| sh(s, "exec sleep 60"));

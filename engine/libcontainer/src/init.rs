@@ -171,9 +171,11 @@ fn run(channel: &mut Channel, config: InitConfig) -> Result<std::convert::Infall
         // The host's files are still visible: the runtime's hooks run now.
         channel.send(&Message::RunHooks)?;
         channel.expect("HooksDone")?;
+        // The statuses hooks are told follow runc: still "creating" here, and
+        // "created" for startContainer (the program has not started yet).
         let state = OciState::new(
             &config.id,
-            ContainerState::Created,
+            ContainerState::Creating,
             std::process::id() as i32,
             &config.bundle,
             &config.spec,
@@ -195,7 +197,7 @@ fn run(channel: &mut Channel, config: InitConfig) -> Result<std::convert::Infall
         wait_for_start()?;
         let state = OciState::new(
             &config.id,
-            ContainerState::Running,
+            ContainerState::Created,
             std::process::id() as i32,
             &config.bundle,
             &config.spec,
