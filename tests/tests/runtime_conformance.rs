@@ -877,6 +877,28 @@ fn pause_resume_exec_ps_and_list() {
 }
 
 #[test]
+fn a_time_namespace_shifts_the_boot_clock() {
+    on_berth_only("runc 1.1 does not support time namespaces", |rt| {
+        // A year of extra uptime, inside only.
+        let bundle = Bundle::new(|s| {
+            sh(s, "cut -d. -f1 /proc/uptime; readlink /proc/self/ns/time");
+            let mut namespaces = default_namespaces();
+            namespaces.push(json!({ "type": "time" }));
+            patch(
+                s,
+                json!({ "linux": { "namespaces": namespaces, "timeOffsets": { "boottime": { "secs": 31_536_000 } } } }),
+            );
+        });
+        let out = rt.run(&bundle).success();
+        let mut lines = out.stdout.lines();
+        let uptime: u64 = lines.next().unwrap().parse().unwrap();
+        assert!(uptime >= 31_536_000, "uptime inside is {uptime}: {out}");
+        let host = fs::read_link("/proc/self/ns/time").unwrap();
+        assert_ne!(lines.next().unwrap(), host.to_str().unwrap(), "{out}");
+    });
+}
+
+#[test]
 fn container_hooks_run_inside_the_container() {
     // createContainer runs in the container's namespaces before pivot_root, so it
     // sees the host's paths with the container's mounts on them; startContainer runs

@@ -221,9 +221,11 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
 
     let clone_span = tracing::info_span!("clone").entered();
     let join_pid = plan.joins_pid_namespace().map(|j| j.path.clone());
+    let offsets = namespaces::time_offsets(&linux, &plan)?;
     let mut child = process::spawn_init(
         plan.clone_flags,
         join_pid.as_deref(),
+        offsets.as_deref(),
         Inherit {
             fifo: Some(&fifo),
             console: console.as_ref(),
@@ -684,6 +686,7 @@ pub fn exec(
     let mut child = process::spawn_init(
         nix::sched::CloneFlags::empty(),
         pid_ns.as_deref(),
+        None,
         Inherit {
             fifo: None,
             console: console.as_ref(),

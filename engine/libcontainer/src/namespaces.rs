@@ -12,17 +12,17 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, CloneFlags};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespace, LinuxNamespaceType};
+use oci_spec::runtime::{Linux, LinuxIdMapping, LinuxNamespace, LinuxNamespaceType};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
     #[error("namespace type {0:?} is listed twice in config.json; list each type once")]
     Duplicate(LinuxNamespaceType),
-    #[error(
-        "the time namespace is not supported by berth-runc yet; remove it from linux.namespaces"
-    )]
-    TimeUnsupported,
+    #[error("linux.timeOffsets are set but no new time namespace is; add {{\"type\": \"time\"}} to linux.namespaces")]
+    OffsetsWithoutTimeNamespace,
+    #[error("unknown clock {0:?} in linux.timeOffsets; use monotonic or boottime")]
+    UnknownClock(String),
     #[error("cannot open namespace {path}: {source}; is the process that owns it still running?")]
     Open {
         path: PathBuf,
@@ -61,6 +61,10 @@ pub struct Plan {
     /// the runtime has moved init into the container's cgroup, so that cgroup becomes
     /// the namespace's root. Init unshares it once it is there.
     pub new_cgroup: bool,
+    /// A new time namespace is not in the clone flags either: `clone` cannot make one
+    /// (its flag bit is taken by the exit signal), and its clock offsets must be set
+    /// before any process is inside. The runtime makes it for its children first.
+    pub new_time: bool,
     /// Existing namespaces to enter, user namespace first (it decides what the
     /// process may do in all the others).
     pub join: Vec<Join>,
@@ -71,6 +75,7 @@ impl Plan {
         let mut plan = Plan {
             clone_flags: CloneFlags::empty(),
             new_cgroup: false,
+            new_time: false,
             join: Vec::new(),
         };
         let mut seen = Vec::new();
@@ -80,15 +85,13 @@ impl Plan {
                 return Err(NamespaceError::Duplicate(kind));
             }
             seen.push(kind);
-            if kind == LinuxNamespaceType::Time {
-                return Err(NamespaceError::TimeUnsupported);
-            }
             match ns.path() {
                 Some(path) => plan.join.push(Join {
                     kind,
                     path: path.clone(),
                 }),
                 None if kind == LinuxNamespaceType::Cgroup => plan.new_cgroup = true,
+                None if kind == LinuxNamespaceType::Time => plan.new_time = true,
                 None => plan.clone_flags |= flag(kind),
             }
         }
@@ -110,6 +113,37 @@ impl Plan {
 }
 // ANCHOR_END: plan
 
+/// `CLONE_NEWTIME`, which nix does not name: usable with `unshare` and `setns`, not
+/// with `clone` (where 0x80 is part of the exit signal).
+pub const CLONE_NEWTIME: CloneFlags = CloneFlags::from_bits_retain(0x80);
+
+// ANCHOR: time_offsets
+/// The contents of `/proc/self/timens_offsets` for the spec's `linux.timeOffsets`:
+/// one `CLOCK SECONDS NANOSECONDS` line per clock, shifting what the container's
+/// `CLOCK_MONOTONIC` and `CLOCK_BOOTTIME` read.
+pub fn time_offsets(linux: &Linux, plan: &Plan) -> Result<Option<String>, NamespaceError> {
+    let offsets = linux.time_offsets().clone().unwrap_or_default();
+    if !plan.new_time {
+        return match offsets.is_empty() {
+            true => Ok(None),
+            false => Err(NamespaceError::OffsetsWithoutTimeNamespace),
+        };
+    }
+    let mut clocks: Vec<_> = offsets.into_iter().collect();
+    clocks.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = String::new();
+    for (clock, offset) in clocks {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(NamespaceError::UnknownClock(clock));
+        }
+        let secs = offset.secs().unwrap_or(0);
+        let nanos = offset.nanosecs().unwrap_or(0);
+        text.push_str(&format!("{clock} {secs} {nanos}\n"));
+    }
+    Ok(Some(text))
+}
+// ANCHOR_END: time_offsets
+
 pub fn flag(kind: LinuxNamespaceType) -> CloneFlags {
     match kind {
         LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
@@ -119,8 +153,7 @@ pub fn flag(kind: LinuxNamespaceType) -> CloneFlags {
         LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
         LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
         LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
-        // 0x80 is CLONE_NEWTIME; `Plan::from_spec` refuses it before we get here.
-        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(0x80),
+        LinuxNamespaceType::Time => CLONE_NEWTIME,
     }
 }
 
@@ -153,6 +186,7 @@ pub fn of_process(pid: i32) -> Vec<Join> {
         (LinuxNamespaceType::Network, "net"),
         (LinuxNamespaceType::Pid, "pid"),
         (LinuxNamespaceType::Cgroup, "cgroup"),
+        (LinuxNamespaceType::Time, "time"),
         (LinuxNamespaceType::Mount, "mnt"),
     ];
     kinds
@@ -233,7 +267,33 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_and_time_are_refused_with_a_reason() {
+    fn a_new_time_namespace_is_made_apart_with_its_offsets() {
+        let plan = Plan::from_spec(&[ns(LinuxNamespaceType::Time, None)]).unwrap();
+        assert!(plan.new_time);
+        assert_eq!(plan.clone_flags, CloneFlags::empty());
+        let linux: Linux = serde_json::from_value(serde_json::json!({
+            "timeOffsets": { "boottime": { "secs": 86400 }, "monotonic": { "secs": -5, "nanosecs": 7 } }
+        }))
+        .unwrap();
+        let text = time_offsets(&linux, &plan).unwrap().unwrap();
+        assert_eq!(text, "boottime 86400 0\nmonotonic -5 7\n");
+        let no_time = Plan::from_spec(&[]).unwrap();
+        assert!(time_offsets(&linux, &no_time)
+            .unwrap_err()
+            .to_string()
+            .contains("no new time namespace"));
+        let bad: Linux = serde_json::from_value(
+            serde_json::json!({ "timeOffsets": { "realtime": { "secs": 1 } } }),
+        )
+        .unwrap();
+        assert!(time_offsets(&bad, &plan)
+            .unwrap_err()
+            .to_string()
+            .contains("\"realtime\""));
+    }
+
+    #[test]
+    fn duplicates_are_refused_with_a_reason() {
         let twice = [
             ns(LinuxNamespaceType::Uts, None),
             ns(LinuxNamespaceType::Uts, None),
@@ -242,11 +302,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("listed twice"));
-        let time = [ns(LinuxNamespaceType::Time, None)];
-        assert!(Plan::from_spec(&time)
-            .unwrap_err()
-            .to_string()
-            .contains("not supported"));
     }
 
     #[test]

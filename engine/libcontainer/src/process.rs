@@ -22,6 +22,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::unistd::Pid;
 
 use crate::init::{CONSOLE_FD_ENV, FIFO_FD_ENV, PROCESS_NAME, SYNC_FD_ENV};
+use crate::namespaces::CLONE_NEWTIME;
 use crate::sync::Channel;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,7 @@ impl Child {
 pub fn spawn_init(
     flags: CloneFlags,
     enter_pid_ns: Option<&Path>,
+    new_time: Option<&str>,
     inherit: Inherit,
 ) -> Result<Child, SpawnError> {
     let (ours, theirs) = UnixStream::pair().map_err(|source| SpawnError::Io {
@@ -129,6 +131,10 @@ pub fn spawn_init(
         Some(path) => Some(enter_for_children(path)?),
         None => None,
     };
+    let time_back = match new_time {
+        Some(offsets) => Some(new_time_for_children(offsets)?),
+        None => None,
+    };
     // SAFETY: with no CLONE_VM and no new stack, clone behaves like fork: the child
     // gets a copy of our memory. It only makes async-signal-safe system calls (read,
     // write, close, setresuid, setresgid, execve, _exit) on data prepared above.
@@ -162,14 +168,21 @@ pub fn spawn_init(
         }
         pid
     };
+    // Read now: the calls below would overwrite errno.
+    let clone_error = (pid < 0).then(nix::Error::last);
+    if let Some(ours) = time_back {
+        // Only a single-threaded process may enter a time namespace, and berth-runc
+        // has an exporter thread when tracing; then the hooks this process runs later
+        // keep the container's clocks, which is harmless.
+        let _ = setns(ours.as_fd(), CLONE_NEWTIME);
+    }
     if let Some(ours) = back {
         setns(ours.as_fd(), CloneFlags::CLONE_NEWPID).map_err(|source| SpawnError::Sys {
             what: "return to our own pid namespace",
             source,
         })?;
     }
-    if pid < 0 {
-        let source = nix::Error::last();
+    if let Some(source) = clone_error {
         return Err(SpawnError::Sys {
             what: "clone the container's init",
             source,
@@ -197,6 +210,28 @@ fn keep_open(fd: std::os::fd::BorrowedFd) -> Result<i32, SpawnError> {
     })?;
     Ok(fd.as_raw_fd())
 }
+
+// ANCHOR: new_time
+/// Makes a new time namespace for our future children, with the given clock
+/// offsets (which the kernel accepts only while nobody is inside); returns our own.
+fn new_time_for_children(offsets: &str) -> Result<File, SpawnError> {
+    let ours = File::open("/proc/self/ns/time").map_err(|source| SpawnError::Io {
+        what: "open our time namespace",
+        source,
+    })?;
+    nix::sched::unshare(CLONE_NEWTIME).map_err(|source| SpawnError::Sys {
+        what: "create the time namespace",
+        source,
+    })?;
+    if !offsets.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", offsets).map_err(|source| SpawnError::Io {
+            what: "set the time namespace's clock offsets",
+            source,
+        })?;
+    }
+    Ok(ours)
+}
+// ANCHOR_END: new_time
 
 /// Enters the pid namespace at `path` for our future children; returns our own, to
 /// go back to.
