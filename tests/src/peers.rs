@@ -3,20 +3,32 @@
 //! A test that needs containerd or dockerd starts its own, with every directory,
 //! pid file and socket inside the test's temporary directory, and dockerd in a
 //! network namespace of its own (so `--bridge=none` has no host bridge to delete
-//! and no iptables rule is written). Dropping the handle stops the process; every
-//! wait is bounded, so a broken peer fails the test instead of hanging it.
+//! and no iptables rule is written). Each peer's containers go in a cgroup of their
+//! own ([`CgroupParent`]), so they never mix with anyone else's. Dropping the handle
+//! kills what the peer left running, stops it, and removes its mounts and cgroups,
+//! even after a failed test. Every wait is bounded, so a broken peer fails the test
+//! instead of hanging it.
 
+use std::ffi::OsStr;
 use std::fs;
+use std::io::{Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::mount::MntFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::runtime::{wait_bounded, Outcome};
+
 /// How long a peer gets to open its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long any one command a test runs (`ctr`, `docker`, ...) may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Finds `program` on `PATH`, or panics saying how to get it.
 pub fn require(program: &str) -> PathBuf {
@@ -29,19 +41,55 @@ pub fn require(program: &str) -> PathBuf {
         })
 }
 
-/// Runs a command to completion and returns its stdout, panicking with the
-/// command line, status and stderr if it fails.
+/// Runs `cmd` with stdin from /dev/null, waiting at most [`COMMAND_TIMEOUT`]; a
+/// command still running then is killed and the test fails, showing its output.
+///
+/// stdout and stderr go to anonymous files, not pipes: a container may inherit them
+/// and hold them open after the command exits, and reading a pipe to its end would
+/// wait for the container too.
+pub fn output(cmd: &mut Command) -> Outcome {
+    try_output(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`output`] without the panics, for cleaning up.
+fn try_output(cmd: &mut Command, limit: Duration) -> Result<Outcome, String> {
+    let file = || tempfile::tempfile().map_err(|e| format!("cannot create an output file: {e}"));
+    let (mut out, mut err) = (file()?, file()?);
+    let dup = |file: &fs::File| {
+        file.try_clone()
+            .map_err(|e| format!("cannot dup a file: {e}"))
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(dup(&out)?)
+        .stderr(dup(&err)?);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let status = wait_bounded(&mut child, limit);
+    let read = |file: &mut fs::File| {
+        let mut bytes = Vec::new();
+        let _ = file.rewind().and_then(|()| file.read_to_end(&mut bytes));
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let outcome = Outcome {
+        status: status.unwrap_or(-1),
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    };
+    match status {
+        Some(_) => Ok(outcome),
+        None => Err(format!(
+            "{cmd:?} did not finish within {limit:?}:\n{outcome}"
+        )),
+    }
+}
+
+/// Runs a command to completion (bounded, see [`output`]) and returns its stdout,
+/// panicking with the command line, status and output if it fails.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out: Output = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let outcome = output(cmd);
+    assert_eq!(outcome.status, 0, "{cmd:?} failed:\n{outcome}");
+    outcome.stdout
 }
 
 /// A daemon process started for one test; stopped (SIGTERM, then SIGKILL) on drop.
@@ -57,6 +105,9 @@ impl Daemon {
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
+        // The berth binaries a peer runs (berth-runc under a shim) inherit its
+        // environment, and must never export spans to a collector the developer runs.
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -90,10 +141,13 @@ impl Daemon {
     fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+    /// Stops the daemon: SIGTERM, then SIGKILL after 10 s. Does nothing once it has
+    /// been reaped.
+    fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         // The pid cannot have been reused: the process is our child and is only
         // reaped below. SIGTERM first, so the daemon cleans up its mounts.
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
@@ -109,14 +163,180 @@ impl Drop for Daemon {
     }
 }
 
-/// A real containerd (Debian's) with its root, state and sockets under `dir`.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A cgroup of its own for one peer's containers: `/berth-test-<pid>-<n>`, in every
+/// hierarchy, given to ctr as `--cgroup` and to dockerd as `--cgroup-parent`. The
+/// containers' cgroups are made below it, so they never mix with anyone else's and
+/// can all be found again, to be killed and removed when the peer is dropped.
+pub struct CgroupParent {
+    name: String,
+}
+
+impl CgroupParent {
+    fn new() -> CgroupParent {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        CgroupParent {
+            name: format!("berth-test-{}-{n}", std::process::id()),
+        }
+    }
+
+    /// The cgroup as a `cgroupsPath` (absolute: below each hierarchy's root).
+    pub fn path(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    /// Every cgroup directory at or below this one, in every hierarchy, parents first.
+    pub fn tree(&self) -> Vec<PathBuf> {
+        fn below(dir: PathBuf, found: &mut Vec<PathBuf>) {
+            let children: Vec<PathBuf> = fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect();
+            found.push(dir);
+            children.into_iter().for_each(|child| below(child, found));
+        }
+        // cgroup v2 is /sys/fs/cgroup itself; v1 (and hybrid) mount one hierarchy per
+        // controller below it, some under two names (cpu -> cpu,cpuacct).
+        let base = Path::new("/sys/fs/cgroup");
+        let mut tops: Vec<PathBuf> = fs::read_dir(base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain([base.to_owned()])
+            .filter_map(|hierarchy| fs::canonicalize(hierarchy.join(&self.name)).ok())
+            .collect();
+        tops.sort();
+        tops.dedup();
+        let mut found = Vec::new();
+        tops.into_iter().for_each(|top| below(top, &mut found));
+        found
+    }
+
+    /// Every cgroup below this one (the containers'), in every hierarchy.
+    pub fn children(&self) -> Vec<PathBuf> {
+        self.tree()
+            .into_iter()
+            .filter(|dir| dir.file_name() != Some(OsStr::new(&self.name)))
+            .collect()
+    }
+
+    /// SIGKILLs every process in the cgroup, thawing frozen ones (which could not
+    /// die), until none is left or 10 s have passed.
+    pub fn kill_all(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let tree = self.tree();
+            for dir in &tree {
+                write_existing(&dir.join("freezer.state"), "THAWED"); // v1
+                write_existing(&dir.join("cgroup.freeze"), "0"); // v2
+            }
+            let pids: Vec<i32> = tree
+                .iter()
+                .flat_map(|dir| fs::read_to_string(dir.join("cgroup.procs")).ok())
+                .flat_map(|procs| {
+                    procs
+                        .lines()
+                        .filter_map(|l| l.parse().ok())
+                        .collect::<Vec<i32>>()
+                })
+                .collect();
+            if pids.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes the (empty) cgroup and everything below it, retrying for up to 3 s
+    /// while the last processes finish exiting.
+    fn remove(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let tree = self.tree();
+            for dir in tree.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+            if tree.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Writes to a file only if it exists: cgroupfs refuses to create files anyway.
+fn write_existing(path: &Path, value: &str) {
+    if let Ok(mut file) = fs::OpenOptions::new().write(true).open(path) {
+        let _ = file.write_all(value.as_bytes());
+    }
+}
+
+/// SIGKILLs every process whose command line names a path below `dir`. These are
+/// the shims a stopped containerd leaves behind: they outlive it by design, so a
+/// restarted containerd can find its containers again.
+fn kill_processes_naming(dir: &Path) {
+    let mut needle = dir.as_os_str().as_bytes().to_vec();
+    needle.push(b'/');
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let names_dir = cmdline.windows(needle.len()).any(|w| w == needle);
+        if names_dir && pid != std::process::id() as i32 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Detaches every mount at or below `dir`, deepest first: the rootfs mounts a
+/// killed shim did not undo. (A temporary directory's path never needs the escaping
+/// mountinfo applies to spaces, so the paths are compared as they are.)
+fn unmount_under(dir: &Path) {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&Path> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(Path::new)
+        .filter(|point| point.starts_with(dir))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(point, MntFlags::MNT_DETACH);
+    }
+}
+
+/// A real containerd (Debian's) with its root, state and sockets under `dir`, and a
+/// [`CgroupParent`] for the containers a test runs through it.
 pub struct Containerd {
     pub socket: PathBuf,
-    _daemon: Daemon,
+    dir: PathBuf,
+    cgroup: CgroupParent,
+    daemon: Daemon,
 }
 
 impl Containerd {
     pub fn start(dir: &Path) -> Containerd {
+        fs::create_dir_all(dir).expect("create containerd's directory");
+        let dir = fs::canonicalize(dir).expect("resolve containerd's directory");
+        let dir = dir.as_path();
         let binary = require("containerd");
         let socket = dir.join("containerd.sock");
         let config = dir.join("config.toml");
@@ -140,8 +360,37 @@ impl Containerd {
         daemon.wait_for_socket(&socket);
         Containerd {
             socket,
-            _daemon: daemon,
+            dir: dir.to_owned(),
+            cgroup: CgroupParent::new(),
+            daemon,
         }
+    }
+
+    /// The cgroup to put this containerd's containers in (`ctr run --cgroup`).
+    pub fn cgroup_parent(&self) -> &CgroupParent {
+        &self.cgroup
+    }
+
+    /// Deletes every task left in any namespace, killing it first. Each shim then
+    /// unmounts its container's rootfs, removes its socket (containerd 1.6 puts those
+    /// in the host's /run/containerd/s, wherever its own state is) and exits.
+    fn delete_tasks(&self) {
+        let lines = |namespace: &str, args: &[&str]| -> Vec<String> {
+            try_output(self.ctr(namespace).args(args), Duration::from_secs(10))
+                .map(|out| out.stdout.lines().map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        for namespace in lines("default", &["namespaces", "ls", "--quiet"]) {
+            for task in lines(&namespace, &["tasks", "ls", "--quiet"]) {
+                lines(&namespace, &["tasks", "delete", "--force", &task]);
+            }
+        }
+    }
+
+    /// A directory for `ctr`'s stdio fifos (`--fifo-dir`), which would otherwise be
+    /// made in the host's /run/containerd/fifo.
+    pub fn fifo_dir(&self) -> PathBuf {
+        self.dir.join("fifo")
     }
 
     /// `ctr` talking to this containerd, in the given containerd namespace.
@@ -155,16 +404,47 @@ impl Containerd {
     }
 }
 
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // The containers first, while their shims are there to reap them; then the
+        // shims, through containerd; then the daemon; then whatever is still left
+        // after a failed test (a shim outlives its containerd by design).
+        self.cgroup.kill_all();
+        self.delete_tasks();
+        self.daemon.stop();
+        kill_processes_naming(&self.dir);
+        unmount_under(&self.dir);
+        self.cgroup.remove();
+    }
+}
+
 /// A real dockerd (Debian's) with data-root, exec-root, pid file and socket under
-/// `dir`, in its own network namespace, with no bridge and no iptables rules.
+/// `dir`, in its own network namespace, with no bridge and no iptables rules. It
+/// talks to a containerd of its own (under `dir/containerd`), never to the host's,
+/// and puts its containers' cgroups below that containerd's [`CgroupParent`].
 pub struct Dockerd {
     pub socket: PathBuf,
     config_dir: PathBuf,
-    _daemon: Daemon,
+    dir: PathBuf,
+    daemon: Daemon,
+    // Fields drop after the struct's own `drop`, in order: this containerd stops
+    // only after `Dockerd::drop` has stopped dockerd.
+    containerd: Containerd,
 }
 
 impl Dockerd {
     pub fn start(dir: &Path) -> Dockerd {
+        Dockerd::start_with::<&str>(dir, &[])
+    }
+
+    /// Starts dockerd with `extra_args` after the isolating ones, for example
+    /// `--add-runtime=berth=/path/to/berth-runc`.
+    pub fn start_with<S: AsRef<OsStr>>(dir: &Path, extra_args: &[S]) -> Dockerd {
+        let dir = fs::canonicalize(dir).expect("resolve dockerd's directory");
+        let dir = dir.as_path();
+        // Without `--containerd`, dockerd 20.10 uses the host's containerd whenever
+        // /run/containerd/containerd.sock exists, and starts one of its own otherwise.
+        let containerd = Containerd::start(&dir.join("containerd"));
         let dockerd = require("dockerd");
         let socket = dir.join("docker.sock");
         let config_file = dir.join("daemon.json");
@@ -190,14 +470,31 @@ impl Dockerd {
                 "--ip6tables=false",
                 "--ip-masq=false",
             ])
-            .args(["--storage-driver=vfs", "--log-level=warn"]);
+            .args(["--storage-driver=vfs", "--log-level=warn"])
+            .arg("--containerd")
+            .arg(&containerd.socket)
+            .arg("--cgroup-parent")
+            .arg(containerd.cgroup_parent().path())
+            .args(extra_args);
         let mut daemon = Daemon::spawn("dockerd", cmd, dir.join("dockerd.log"));
         daemon.wait_for_socket(&socket);
         Dockerd {
             socket,
             config_dir: dir.join("cli"),
-            _daemon: daemon,
+            dir: dir.to_owned(),
+            daemon,
+            containerd,
         }
+    }
+
+    /// `--exec-root`: where dockerd keeps its runtime state, the runtimes' included.
+    pub fn exec_root(&self) -> PathBuf {
+        self.dir.join("exec")
+    }
+
+    /// The cgroup dockerd puts its containers' cgroups below (`--cgroup-parent`).
+    pub fn cgroup_parent(&self) -> &CgroupParent {
+        self.containerd.cgroup_parent()
     }
 
     /// The `docker` CLI talking to this dockerd, with its own config directory.
@@ -207,5 +504,15 @@ impl Dockerd {
             .arg("--host")
             .arg(format!("unix://{}", self.socket.display()));
         cmd
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // Killed containers stop at once; left running, dockerd's own shutdown would
+        // give each one a 10 s grace period. The containerd goes after this.
+        self.containerd.cgroup.kill_all();
+        self.daemon.stop();
+        unmount_under(&self.dir);
     }
 }

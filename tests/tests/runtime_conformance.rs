@@ -877,6 +877,28 @@ fn pause_resume_exec_ps_and_list() {
 }
 
 #[test]
+fn the_program_starts_with_sigpipe_at_its_default_and_nothing_blocked() {
+    // Rust programs (berth-runc, and its init) ignore SIGPIPE, and an ignored signal
+    // stays ignored across exec: the program must not inherit that, or `yes | head`
+    // would spin. (Other ignored signals are the caller's to pass on, as runc does.)
+    on_both(|rt| {
+        let bundle = Bundle::new(|s| sh(s, "grep -E '^Sig(Ign|Blk)' /proc/self/status"));
+        let out = rt.run(&bundle).success();
+        let field = |name: &str| {
+            let line = out
+                .stdout
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name}: {out}"));
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(field("SigBlk:"), 0, "{out}");
+        let sigpipe = 1 << (libc::SIGPIPE - 1);
+        assert_eq!(field("SigIgn:") & sigpipe, 0, "SIGPIPE is ignored: {out}");
+    });
+}
+
+#[test]
 fn a_time_namespace_shifts_the_boot_clock() {
     on_berth_only("runc 1.1 does not support time namespaces", |rt| {
         // A year of extra uptime, inside only.

@@ -467,7 +467,7 @@ pub fn kill_container(
     let status = state.status(root);
     if all {
         // Even after init has exited, as runc does: in a container that shares the
-        // host's pid namespace, init's children outlive it, and the shim kills them so.
+        // host's pid namespace, init's children outlive it; the shim kills them so.
         if let Some(cgroup) = &state.cgroup {
             for pid in cgroup.pids()? {
                 let _ = kill(pid, signal);

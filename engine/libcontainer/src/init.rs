@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::signal::{SigSet, SigmaskHow};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::sethostname;
 use oci_spec::runtime::{ContainerState, LinuxNamespaceType, Process, Spec};
@@ -101,6 +101,12 @@ pub fn main() -> ! {
     // Signals the runtime had blocked (to wait for them with sigwait) stay blocked
     // across exec; the user's program must start with none blocked.
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // An ignored signal stays ignored across exec too. Whatever this process was
+    // given (Rust programs may run with SIGPIPE ignored, and std's `Command` would
+    // undo that, which berth's raw clone does not), the user's program starts with
+    // SIGPIPE at its default, or `yes | head` in the container would never end.
+    // SAFETY: restoring a default disposition installs no handler.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
     let _ = nix::sys::prctl::set_name(&CString::new("berth-runc:INIT").expect("no NUL"));
 
     let mut channel = match inherited_fd(SYNC_FD_ENV).map(|fd| Channel::new(UnixStream::from(fd))) {
@@ -276,8 +282,8 @@ fn set_domainname(domain: &str) -> Result<(), InitError> {
 fn pivot(config: &InitConfig) -> Result<(), InitError> {
     let mut sys = rootfs::Linux;
     rootfs::pivot(&mut sys, &config.rootfs, config.no_pivot)?;
-    // Sysctls first, as runc does: `finish` makes `/proc/sys` read-only (dockerd's
-    // specs list it in readonlyPaths) and sets `net.ipv4.ping_group_range`.
+    // Sysctls before `finish`, as runc does: a spec may list `/proc/sys` among its
+    // read-only paths and set sysctls too (dockerd's do both, for every container).
     rootfs::apply_sysctl(&config.spec)?;
     rootfs::finish(&mut sys, &config.spec)?;
     Ok(())

@@ -82,6 +82,15 @@ pub enum Verb {
 
 /// Parses the command line, runs the verb, reports any error; returns the exit status.
 pub fn main() -> i32 {
+    // Like any command-line tool, die quietly when a reader goes away (`state | head`)
+    // instead of panicking on a failed write, as Rust's ignored SIGPIPE would make us.
+    // SAFETY: restoring a default disposition installs no handler.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
     let args = Args::parse();
     // `init` must stay a bare, single-threaded process that ends in exec: no tracing
     // setup (which may start an exporter thread), nothing else before it.
