@@ -899,6 +899,54 @@ fn the_program_starts_with_sigpipe_at_its_default_and_nothing_blocked() {
 }
 
 #[test]
+fn no_pivot_moves_the_rootfs_and_chroots() {
+    on_both(|rt| {
+        let bundle = Bundle::new(|s| sh(s, "ls /; cat /etc/passwd | head -1"));
+        let out = rt
+            .run_with(&bundle, &rt.new_id(), &["--no-pivot"])
+            .success();
+        assert!(
+            out.stdout.contains("linuxrc"),
+            "not the image's root: {out}"
+        );
+        assert!(
+            out.stdout.ends_with("root:x:0:0:root:/root:/bin/sh\n"),
+            "{out}"
+        );
+    });
+}
+
+#[test]
+fn personality_linux32_makes_uname_say_i686() {
+    on_berth_only("runc 1.1 ignores linux.personality", |rt| {
+        let bundle = Bundle::new(|s| {
+            sh(s, "uname -m");
+            patch(
+                s,
+                json!({ "linux": { "personality": { "domain": "LINUX32" } } }),
+            );
+        });
+        let out = rt.run(&bundle).success();
+        assert_eq!(out.stdout, "i686\n", "{out}");
+    });
+}
+
+#[test]
+fn io_priority_is_set_for_the_program() {
+    on_berth_only("runc 1.1 does not support process.ioPriority", |rt| {
+        let bundle = Bundle::new(|s| {
+            sh(s, "ionice -p $$");
+            patch(
+                s,
+                json!({ "process": { "ioPriority": { "class": "IOPRIO_CLASS_IDLE", "priority": 0 } } }),
+            );
+        });
+        let out = rt.run(&bundle).success();
+        assert_eq!(out.stdout.trim(), "idle", "{out}");
+    });
+}
+
+#[test]
 fn a_time_namespace_shifts_the_boot_clock() {
     on_berth_only("runc 1.1 does not support time namespaces", |rt| {
         // A year of extra uptime, inside only.

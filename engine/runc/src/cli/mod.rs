@@ -97,6 +97,10 @@ pub fn main() -> i32 {
     if let Some(Verb::Init) = args.verb {
         berth_libcontainer::init::main();
     }
+    if args.debug && std::env::var_os("RUST_LOG").is_none() {
+        // `--debug` is runc's spelling of "log more": berth's log filter is RUST_LOG.
+        std::env::set_var("RUST_LOG", "debug");
+    }
     let log = Log {
         file: args.log.clone(),
         format: args.log_format,
