@@ -209,15 +209,7 @@ pub fn create(root: &Root, options: &CreateOptions) -> Result<Created, Container
     cleanup.cgroup = Some(cgroup.clone());
     cgroup.apply(&with_default_devices(&linux))?;
     drop(cgroups_span);
-    let console = match &options.console_socket {
-        Some(path) if process.terminal().unwrap_or(false) => Some(
-            UnixStream::connect(path).map_err(|source| ContainerError::ConsoleSocket {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-        _ => None,
-    };
+    let console = connect_console(process, options.console_socket.as_deref())?;
 
     let clone_span = tracing::info_span!("clone").entered();
     let join_pid = plan.joins_pid_namespace().map(|j| j.path.clone());
@@ -362,8 +354,25 @@ fn with_default_devices(linux: &Linux) -> LinuxResources {
 }
 // ANCHOR_END: default_devices
 
+/// A connection to the console socket, when the process wants a terminal. Made by
+/// the runtime, whose path it is; init sends the pty master through it.
+pub(crate) fn connect_console(
+    process: &Process,
+    socket: Option<&Path>,
+) -> Result<Option<UnixStream>, ContainerError> {
+    match socket {
+        Some(path) if process.terminal().unwrap_or(false) => UnixStream::connect(path)
+            .map(Some)
+            .map_err(|source| ContainerError::ConsoleSocket {
+                path: path.to_owned(),
+                source,
+            }),
+        _ => Ok(None),
+    }
+}
+
 /// Loads a container and checks it is in one of `allowed` statuses.
-fn load_in(
+pub(crate) fn load_in(
     root: &Root,
     id: &str,
     allowed: &[Status],
@@ -643,92 +652,6 @@ fn describe(root: &Root, state: &State) -> serde_json::Value {
         "annotations": state.annotations,
     })
 }
-
-/// How to run an extra process in a running container: `berth-runc exec`'s flags.
-#[derive(Debug, Clone, Default)]
-pub struct ExecOptions {
-    pub console_socket: Option<PathBuf>,
-    pub preserve_fds: i32,
-}
-
-// ANCHOR: exec
-/// `exec`: starts `process` inside a running container's namespaces and cgroup.
-/// Returns the new process's pid; the caller may wait for it (it is our child).
-pub fn exec(
-    root: &Root,
-    id: &str,
-    process: Process,
-    options: &ExecOptions,
-) -> Result<Pid, ContainerError> {
-    let (state, _) = load_in(
-        root,
-        id,
-        &[Status::Running],
-        "exec needs a running container",
-    )?;
-    if process.terminal().unwrap_or(false) && options.console_socket.is_none() {
-        return Err(ContainerError::TerminalWithoutConsole);
-    }
-    let joins = namespaces::of_process(state.pid);
-    let pid_ns = joins
-        .iter()
-        .find(|j| j.kind == oci_spec::runtime::LinuxNamespaceType::Pid)
-        .map(|j| j.path.clone());
-    let console = match &options.console_socket {
-        Some(path) if process.terminal().unwrap_or(false) => Some(
-            UnixStream::connect(path).map_err(|source| ContainerError::ConsoleSocket {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-        _ => None,
-    };
-    let mut child = process::spawn_init(
-        nix::sched::CloneFlags::empty(),
-        pid_ns.as_deref(),
-        None,
-        Inherit {
-            fifo: None,
-            console: console.as_ref(),
-        },
-    )?;
-    let cleanup = |pid| {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
-    };
-    let result = (|| {
-        if let Some(cgroup) = &state.cgroup {
-            cgroup.add_process(child.pid)?;
-        }
-        let mut spec = state.config.clone();
-        spec.set_process(Some(process));
-        let config = InitConfig {
-            id: id.to_owned(),
-            bundle: state.bundle.clone(),
-            rootfs: state.rootfs.clone(),
-            spec,
-            exec: true,
-            join: joins
-                .into_iter()
-                .filter(|j| j.kind != oci_spec::runtime::LinuxNamespaceType::Pid)
-                .collect(),
-            new_cgroup_namespace: false,
-            no_pivot: false,
-            preserve_fds: options.preserve_fds,
-        };
-        child.channel.send(&Message::Bootstrap(Box::new(config)))?;
-        child.channel.expect("Ready")?;
-        Ok::<_, ContainerError>(())
-    })();
-    match result {
-        Ok(()) => Ok(child.pid),
-        Err(e) => {
-            cleanup(child.pid);
-            Err(e)
-        }
-    }
-}
-// ANCHOR_END: exec
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - [`container`]: the lifecycle verbs: create, start, kill, delete, pause, resume,
-//!   exec, state. Start reading here.
+//!   state. Start reading here.
+//! - [`exec`]: one more process in a running container, through the same handshake.
 //! - [`state`]: what one verb leaves for the next (`<root>/<id>/state.json`), and how a
 //!   container's status is read from the world.
 //! - [`process`]: the clone into new namespaces and the re-exec as `init`.
@@ -28,6 +29,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod console;
 pub mod container;
+pub mod exec;
 pub mod hooks;
 pub mod init;
 pub mod namespaces;

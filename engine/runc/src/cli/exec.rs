@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use berth_libcontainer::container::{self, ExecOptions};
+use berth_libcontainer::exec::{self, ExecOptions};
 use berth_libcontainer::state::Root;
 use oci_spec::runtime::{Process, UserBuilder};
 
@@ -51,7 +51,7 @@ pub fn run(root: &Root, args: Args) -> anyhow::Result<i32> {
     };
     let pid = {
         let _span = tracing::info_span!("exec", id = %args.id).entered();
-        container::exec(root, &args.id, process, &options)?
+        exec::exec(root, &args.id, process, &options)?
     };
     if let Some(path) = &args.pid_file {
         super::write_pid_file(path, pid.as_raw())?;
