@@ -18,7 +18,7 @@ use super::hierarchy::{Hierarchy, Membership, Mount};
 use super::path::CgroupsPath;
 use super::plan::{Plan, Probe, Write};
 use super::stats::{self, Stats};
-use super::{fs, v1, v2, CgroupError, REMOVE_TIMEOUT};
+use super::{devices_bpf, fs, v1, v2, CgroupError, REMOVE_TIMEOUT};
 
 /// Where a container's cgroup sits in one hierarchy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,8 +126,9 @@ impl Cgroup {
 
     /// Writes the limits of `resources` into the cgroup's files.
     ///
-    /// Settings this host cannot apply are logged as warnings (for example device rules on
-    /// cgroup v2, which berth does not enforce yet); settings it refuses are errors.
+    /// Settings this host cannot apply are logged as warnings (for example network classes on
+    /// cgroup v2); settings it refuses are errors. On a pure v2 host, device rules are
+    /// enforced by an eBPF program attached to the cgroup after the file writes.
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         let plan = self.plan(resources)?;
         for skipped in &plan.skipped {
@@ -140,6 +141,11 @@ impl Cgroup {
             fs::write(&dir.join(&write.file), &write.value, |e| {
                 resource_hint(write, e)
             })?;
+        }
+        // Only the v2 planner asks for a program, and only on a pure v2 host; a hybrid host
+        // enforces devices through v1's devices controller.
+        if let (Some(rules), Some(place)) = (&plan.device_program, &self.v2) {
+            devices_bpf::install(&place.dir(), rules)?;
         }
         Ok(())
     }

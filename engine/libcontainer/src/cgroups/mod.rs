@@ -14,6 +14,8 @@
 //! - `plan`, `v1`, `v2`: turning [`LinuxResources`](oci_spec::runtime::LinuxResources) into
 //!   a list of "write this value to that file", one planner per cgroup version. Planning is
 //!   separate from writing so tests can check every file and value without root.
+//! - `devices_bpf`: device rules on v2, compiled into an eBPF program and attached to the
+//!   cgroup with `bpf(2)` (v1 has a `devices` controller that takes the rules as text).
 //! - `freezer`: [`FreezerState`]; pausing and resuming every process of a container at once.
 //! - `stats`: [`Stats`], the numbers `runc events --stats` reports.
 //! - `fs`: the only code that reads and writes cgroup files, with errors that name them.
@@ -34,6 +36,7 @@
 //! and it is what runc uses when no `--systemd-cgroup` flag is given.
 
 pub mod cgroup;
+mod devices_bpf;
 mod freezer;
 mod fs;
 pub mod hierarchy;
@@ -180,4 +183,7 @@ pub enum CgroupError {
 
     #[error("cannot remove cgroup {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
+
+    #[error("cannot enforce linux.resources.devices on cgroup v2: {0}")]
+    Devices(#[from] devices_bpf::DevicesBpfError),
 }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use super::devices_bpf::DeviceRule;
+
 /// One value to write into one file of the container's cgroup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Write {
@@ -31,6 +33,9 @@ pub(crate) struct Skipped {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub writes: Vec<Write>,
+    /// v2 only: device rules to compile into an eBPF program and attach to the cgroup, since
+    /// v2 has no file to write them to (see `devices_bpf.rs`). `None`: leave devices alone.
+    pub device_program: Option<Vec<DeviceRule>>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -111,11 +116,16 @@ impl<'a> Planner<'a> {
 }
 
 impl fmt::Display for Plan {
-    /// One line per write, `controller: file = value`, then one per skipped setting: the form
+    /// One line per write, `controller: file = value`, a line for the device program if
+    /// any, then one per skipped setting: the form
     /// the table tests compare against.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for w in &self.writes {
             writeln!(f, "{}: {} = {}", w.controller, w.file, w.value)?;
+        }
+        if let Some(rules) = &self.device_program {
+            let rules: Vec<String> = rules.iter().map(ToString::to_string).collect();
+            writeln!(f, "devices: eBPF program = {}", rules.join(", "))?;
         }
         for s in &self.skipped {
             writeln!(f, "skipped {}: {}", s.setting, s.reason)?;

@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 
+use super::devices_bpf::DeviceRule;
 use super::fs;
 use super::plan::{limit_or_max, nonzero, Plan, Planner, Probe};
 use super::CgroupError;
@@ -43,15 +44,8 @@ pub(crate) fn plan(resources: &LinuxResources, probe: &dyn Probe) -> Result<Plan
             limit_or_max(limit.limit()),
         );
     }
-    if resources.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        // A real engine would compile the rules into an eBPF program and attach it to the
-        // cgroup with bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE); berth doesn't yet because that
-        // is a chapter of its own. Until then it says so loudly instead of pretending.
-        p.skip(
-            "linux.resources.devices",
-            "NOT ENFORCED: cgroup v2 controls devices with an eBPF program, which berth does not load yet; \
-             the container can open any device node it can see",
-        );
+    if let Some(devices) = resources.devices().as_ref().filter(|d| !d.is_empty()) {
+        plan_devices(&mut p, devices)?;
     }
     if resources.network().is_some() {
         p.skip(
@@ -78,6 +72,25 @@ pub(crate) fn plan(resources: &LinuxResources, probe: &dyn Probe) -> Result<Plan
         p.write("linux.resources.unified", controller, file, value);
     }
     Ok(p.plan)
+}
+
+/// v2 has no devices controller: the rules become an eBPF program, attached by
+/// [`Cgroup::apply`](super::Cgroup::apply). FIFO rules are dropped, as v1 drops them.
+fn plan_devices(p: &mut Planner, devices: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+    let mut rules = Vec::new();
+    for (index, device) in devices.iter().enumerate() {
+        match DeviceRule::from_spec(index, device)? {
+            Some(rule) => rules.push(rule),
+            None => p.skip(
+                "linux.resources.devices",
+                "FIFOs are not device nodes; the device program is never asked about them",
+            ),
+        }
+    }
+    if !rules.is_empty() {
+        p.plan.device_program = Some(rules);
+    }
+    Ok(())
 }
 
 fn plan_memory(p: &mut Planner, memory: &LinuxMemory) -> Result<(), CgroupError> {
@@ -361,11 +374,11 @@ io: io.max = 8:0 wbps=2097152
 io: io.max = 8:0 riops=100
 io: io.max = 8:0 wiops=200
 hugetlb: hugetlb.2MB.max = 4194304
+devices: eBPF program = deny a *:* rwm, allow c 1:3 rwm, allow c 136:* rw
 skipped linux.resources.memory: cgroup v2 has no separate kernel memory limit; kernel memory counts toward memory.max
 skipped linux.resources.memory: cgroup v2 has no per-cgroup swappiness
 skipped linux.resources.memory: cgroup v2 cannot turn the OOM killer off for a cgroup
 skipped linux.resources.blockIO: cgroup v2 has no leaf weights
-skipped linux.resources.devices: NOT ENFORCED: cgroup v2 controls devices with an eBPF program, which berth does not load yet; the container can open any device node it can see
 skipped linux.resources.network: cgroup v2 has no net_cls or net_prio controller
 "
         );
