@@ -185,6 +185,11 @@ impl Runtime {
         id
     }
 
+    /// The runtime's binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// `<binary> --root <state> ARGS...`, not yet run.
     pub fn command<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
         let mut cmd = Command::new(&self.binary);

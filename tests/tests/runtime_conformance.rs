@@ -1178,6 +1178,31 @@ fn terminal_through_the_console_socket() {
 }
 
 #[test]
+fn run_in_a_terminal_without_a_console_socket_is_its_own_console() {
+    // Under `script` the runtime's stdio is a pty, as at an interactive shell; with
+    // no --console-socket the runtime must relay the container's own pty itself.
+    on_both(|rt| {
+        let bundle = Bundle::new(|s| {
+            sh(s, "tty; stty size; echo done; exit 4");
+            patch(s, json!({ "process": { "terminal": true } }));
+        });
+        let id = rt.new_id();
+        let line = format!(
+            "{} --root {} run --bundle {} {id}",
+            rt.binary().display(),
+            rt.root().display(),
+            bundle.path().display()
+        );
+        let mut script = Command::new("script");
+        script.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+        let out = rt.output(script);
+        assert_eq!(out.status, 4, "{out}");
+        assert!(out.stdout.contains("/dev/pts/0"), "no pty inside: {out}");
+        assert!(out.stdout.contains("done"), "output lost: {out}");
+    });
+}
+
+#[test]
 fn preserve_fds_passes_extra_fds_and_only_those() {
     let dir = shared_dir();
     let file = dir.path().join("passed");

@@ -57,7 +57,7 @@ pub fn run(root: &Root, args: Args) -> anyhow::Result<i32> {
         super::write_pid_file(path, pid.as_raw())?;
     }
     match signals {
-        Some(signals) => wait::wait_forwarding(pid, &signals),
+        Some(signals) => wait::wait_forwarding(pid, &signals, || {}),
         None => Ok(0),
     }
 }

@@ -17,6 +17,7 @@ mod run;
 mod spec;
 mod start;
 mod state;
+mod tty;
 mod update;
 mod wait;
 

@@ -5,7 +5,7 @@ use berth_libcontainer::container;
 use berth_libcontainer::state::Root;
 use nix::unistd::Pid;
 
-use super::{create, wait};
+use super::{create, tty, wait};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,8 +19,23 @@ pub struct Args {
     pub keep: bool,
 }
 
-pub fn run(root: &Root, args: Args) -> anyhow::Result<i32> {
+pub fn run(root: &Root, mut args: Args) -> anyhow::Result<i32> {
     let id = args.create.id.clone();
+    // With a terminal wanted and nobody to hand it to, berth-runc is the console.
+    let wants_tty = !args.detach
+        && args.create.console_socket.is_none()
+        && container::load_spec(&args.create.bundle)?
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+    let console = match wants_tty {
+        true => Some(tty::Listening::new(&root.0, &id)?),
+        false => None,
+    };
+    if let Some(console) = &console {
+        args.create.console_socket = Some(console.path.clone());
+    }
     // Blocked before init exists, so its exit cannot slip past us.
     let signals = if args.detach {
         None
@@ -43,15 +58,33 @@ pub fn run(root: &Root, args: Args) -> anyhow::Result<i32> {
     let Some(signals) = signals else {
         return started.map(|_| 0).map_err(Into::into);
     };
+    let terminal = match &console {
+        Some(console) => {
+            let master = console.master()?;
+            tty::copy_size(&master);
+            let resize = master.try_clone()?;
+            Some((tty::RawMode::enter(), tty::proxy(master)?, resize))
+        }
+        None => None,
+    };
     let status = match started {
         Ok(warnings) => {
             warnings
                 .iter()
                 .for_each(|w| eprintln!("berth-runc: warning: {w}"));
-            wait::wait_forwarding(Pid::from_raw(created.pid), &signals)
+            let on_resize = || {
+                if let Some((_, _, master)) = &terminal {
+                    tty::copy_size(master);
+                }
+            };
+            wait::wait_forwarding(Pid::from_raw(created.pid), &signals, on_resize)
         }
         Err(e) => Err(e.into()),
     };
+    if let Some((raw, drained, _)) = terminal {
+        drained.wait();
+        drop(raw);
+    }
     if !args.keep {
         let _span = tracing::info_span!("delete", id = %id).entered();
         container::delete(root, &id, true)?;

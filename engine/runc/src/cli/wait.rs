@@ -33,11 +33,16 @@ pub fn block_signals() -> anyhow::Result<SigSet> {
 // ANCHOR_END: block_signals
 
 // ANCHOR: wait_forwarding
-/// Waits for `child` to end, forwarding every other blocked signal to it. Returns
-/// the exit status a shell would show: the code, or 128 + the killing signal.
-pub fn wait_forwarding(child: Pid, set: &SigSet) -> anyhow::Result<i32> {
+/// Waits for `child` to end, forwarding every other blocked signal to it (but a
+/// window resize, which `on_resize` handles). Returns the exit status a shell
+/// would show: the code, or 128 + the killing signal.
+pub fn wait_forwarding(child: Pid, set: &SigSet, on_resize: impl Fn()) -> anyhow::Result<i32> {
     loop {
         let signal = set.wait()?;
+        if signal == Signal::SIGWINCH {
+            on_resize();
+            continue;
+        }
         if signal != Signal::SIGCHLD {
             let _ = kill(child, signal);
             continue;
