@@ -38,6 +38,8 @@ fn run_exports_its_steps_and_inits_stages_under_the_callers_span() {
         "pivot_root",
         "user and capabilities",
         "start",
+        "startContainer hooks",
+        "exec",
         "delete",
     ];
     let exports = receiver.collect_until(|spans| {
@@ -86,6 +88,20 @@ fn run_exports_its_steps_and_inits_stages_under_the_callers_span() {
             span.start_unix_nano >= create.start_unix_nano
                 && span.end_unix_nano <= create.end_unix_nano,
             "{step} outside create: {span:?} vs {create:?}"
+        );
+    }
+    // After start: init's last steps, reported over the exec fifo, inside start.
+    let start = find("start");
+    for step in ["startContainer hooks", "exec"] {
+        let span = find(step);
+        assert_eq!(
+            span.parent_span_id, start.span_id,
+            "{step} is not a step of start"
+        );
+        assert!(
+            span.start_unix_nano >= start.start_unix_nano
+                && span.end_unix_nano <= start.end_unix_nano,
+            "{step} outside start: {span:?} vs {start:?}"
         );
     }
     // The stages come in the order init passed them.

@@ -29,7 +29,7 @@ use crate::init::InitConfig;
 use crate::namespaces::{self, Plan};
 use crate::process::{self, Inherit};
 use crate::state::{self, Root, State, StateError, Status, EXEC_FIFO};
-use crate::sync::{Message, Stage, SyncError};
+use crate::sync::{now_us, Message, Released, Stage, SyncError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -392,9 +392,15 @@ pub(crate) fn load_in(
 }
 
 // ANCHOR: start
-/// `start`: lets a created container's init run the user's program. Returns the
-/// poststart hooks' failures, which are warnings: the program is already running.
-pub fn start(root: &Root, id: &str) -> Result<Vec<String>, ContainerError> {
+/// What `start` learned: init's last steps, timed, and the poststart hooks'
+/// failures, which are warnings (the program is already running).
+pub struct Started {
+    pub stages: Vec<Stage>,
+    pub warnings: Vec<String>,
+}
+
+/// `start`: lets a created container's init run the user's program.
+pub fn start(root: &Root, id: &str) -> Result<Started, ContainerError> {
     let (state, _) = load_in(
         root,
         id,
@@ -402,21 +408,28 @@ pub fn start(root: &Root, id: &str) -> Result<Vec<String>, ContainerError> {
         "only a created container can be started",
     )?;
     let fifo_path = root.dir(id)?.join(EXEC_FIFO);
-    // Opening for reading completes init's pending open for writing; its one byte
-    // means it is past the fifo and about to exec.
+    // Opening for reading completes init's pending open for writing. Init then runs
+    // the startContainer hooks, reports, and execs, which closes the fifo.
     let fifo = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo_path)
         .map_err(io_err("open the exec fifo"))?;
-    let read = read_exec_fifo(&fifo, &state)?;
+    let report = read_exec_fifo(&fifo, &state)?;
+    let exec_done_us = now_us();
     fs::remove_file(&fifo_path).map_err(io_err("remove the exec fifo"))?;
-    if read == 0 {
+    let Ok(released) = serde_json::from_slice::<Released>(&report) else {
         return Err(ContainerError::Io {
             what: format!("start container {id:?}"),
             source: std::io::Error::other("its init exited before it could run the program"),
         });
-    }
+    };
+    let mut stages = released.stages;
+    stages.push(Stage {
+        name: "exec".into(),
+        start_us: released.exec_us,
+        end_us: exec_done_us,
+    });
     let oci = OciState::new(
         id,
         ContainerState::Running,
@@ -424,32 +437,40 @@ pub fn start(root: &Root, id: &str) -> Result<Vec<String>, ContainerError> {
         &state.bundle,
         &state.config,
     );
-    Ok(best_effort_hooks(HookKind::Poststart, &state.config, &oci))
+    let warnings = best_effort_hooks(HookKind::Poststart, &state.config, &oci);
+    Ok(Started { stages, warnings })
 }
 
-/// Waits for init's byte on the exec fifo; returns 0 if init is gone instead.
+/// Reads what init writes on the exec fifo, up to the end of file its exec causes;
+/// returns what was read so far if init is gone instead.
 ///
 /// A blocking read would wait forever for an init that died before opening its end
 /// (it failed after `create` returned, with nobody left to hear why): so the fifo is
 /// read without blocking, and init's liveness checked between polls, as runc does.
-fn read_exec_fifo(mut fifo: &fs::File, state: &State) -> Result<usize, ContainerError> {
+/// Until a writer has opened the fifo, poll reports nothing on it (not even a hang
+/// up), so an end of file is only ever seen after init was there.
+fn read_exec_fifo(mut fifo: &fs::File, state: &State) -> Result<Vec<u8>, ContainerError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
+    let mut report = Vec::new();
     loop {
         let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {}
             Ok(_) => {
-                let mut byte = [0u8; 1];
-                match fifo.read(&mut byte) {
+                let mut buffer = [0u8; 4096];
+                match fifo.read(&mut buffer) {
+                    Ok(0) => return Ok(report),
+                    Ok(n) => report.extend_from_slice(&buffer[..n]),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    read => return read.map_err(io_err("read the exec fifo")),
+                    Err(e) => return Err(io_err("read the exec fifo")(e)),
                 }
+                continue;
             }
             Err(e) => return Err(sys_err("poll the exec fifo")(e)),
         }
         if !state::process_is_alive(state.pid, state.pid_start_time) {
-            return Ok(0);
+            return Ok(report);
         }
     }
 }

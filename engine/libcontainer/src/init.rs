@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::capabilities::CapabilityPlan;
 use crate::hooks::{HookKind, OciState};
 use crate::namespaces::{self, Join};
-use crate::sync::{now_us, Channel, Message, Stage};
+use crate::sync::{now_us, Channel, Message, Released, Stage};
 use crate::{attrs, capabilities, cgroups, console, hooks, rootfs, seccomp};
 
 /// Environment variables through which the runtime tells init its inherited fds.
@@ -200,7 +200,8 @@ fn run(channel: &mut Channel, config: InitConfig) -> Result<std::convert::Infall
     // Everything that can fail has been tried; what is left is waiting and exec.
     channel.send(&Message::Ready { stages: stages.0 })?;
     if !config.exec {
-        wait_for_start()?;
+        let mut fifo = wait_for_start()?;
+        let released_us = now_us();
         let state = OciState::new(
             &config.id,
             ContainerState::Created,
@@ -209,6 +210,21 @@ fn run(channel: &mut Channel, config: InitConfig) -> Result<std::convert::Infall
             &config.spec,
         );
         run_hooks(HookKind::StartContainer, &config.spec, &state)?;
+        let hooks = Stage {
+            name: "startContainer hooks".into(),
+            start_us: released_us,
+            end_us: now_us(),
+        };
+        let released = Released {
+            stages: vec![hooks],
+            exec_us: now_us(),
+        };
+        // Best effort: if `start` has gone, the program still runs.
+        let _ = writeln!(
+            fifo,
+            "{}",
+            serde_json::to_string(&released).expect("serializes")
+        );
     }
     exec(&program, &process, config.preserve_fds)
 }
@@ -382,22 +398,19 @@ fn become_user(config: &InitConfig, process: &Process) -> Result<(), InitError> 
 // ANCHOR: exec_fifo
 /// Blocks until `berth-runc start`. The runtime left the fifo open for us as an
 /// `O_PATH` fd; opening it for writing through `/proc/self/fd` blocks until `start`
-/// opens it for reading. Then one byte tells `start` we are on our way.
-fn wait_for_start() -> Result<(), InitError> {
+/// opens it for reading. What init writes there later ([`Released`]) and the end of
+/// file its exec causes tell `start` that the program is on its way.
+fn wait_for_start() -> Result<std::fs::File, InitError> {
     let fifo = inherited_fd(FIFO_FD_ENV)?;
     let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fifo));
-    let mut writer = OpenOptions::new()
+    let writer = OpenOptions::new()
         .write(true)
         .open(&path)
         .map_err(|e| InitError::Sys {
             what: "open the exec fifo".into(),
             source: io_errno(&e),
         })?;
-    writer.write_all(&[0]).map_err(|e| InitError::Sys {
-        what: "write the exec fifo".into(),
-        source: io_errno(&e),
-    })?;
-    Ok(())
+    Ok(writer)
 }
 // ANCHOR_END: exec_fifo
 

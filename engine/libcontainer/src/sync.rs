@@ -14,6 +14,9 @@
 //!   │                                           │  user, capabilities, seccomp
 //!   │◀──────────────────── Ready {stages} ──────│  then blocks on the exec fifo
 //!   │  write state, exit                        │  … until `start` opens the fifo
+//!                                      then, over the fifo, to `start`:
+//!                                               │  startContainer hooks
+//!                                  ◀── Released {stages, exec_us}, then exec (EOF)
 //! ```
 //!
 //! Any step can instead answer [`Message::Failed`], and the runtime reports that
@@ -46,6 +49,17 @@ pub enum Message {
     Failed { error: String },
 }
 // ANCHOR_END: message
+
+/// Init → `start`, over the exec fifo (the handshake channel closed with `create`):
+/// the steps between `start` and `exec`, written just before `execve`. The fifo's
+/// write end closes on exec, so the end of file that follows tells `start` when the
+/// exec happened.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Released {
+    pub stages: Vec<Stage>,
+    /// When init called `execve`, microseconds since the Unix epoch.
+    pub exec_us: u64,
+}
 
 /// One timed step of init's setup. Init cannot export spans itself (it is about to
 /// `exec` a program that knows nothing of tracing), so it measures and reports.

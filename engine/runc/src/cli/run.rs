@@ -53,7 +53,11 @@ pub fn run(root: &Root, mut args: Args) -> anyhow::Result<i32> {
     }
     let started = {
         let _span = tracing::info_span!("start", id = %id).entered();
-        container::start(root, &id)
+        let started = container::start(root, &id);
+        if let Ok(started) = &started {
+            crate::spans::record(&started.stages);
+        }
+        started
     };
     let Some(signals) = signals else {
         return started.map(|_| 0).map_err(Into::into);
@@ -68,8 +72,9 @@ pub fn run(root: &Root, mut args: Args) -> anyhow::Result<i32> {
         None => None,
     };
     let status = match started {
-        Ok(warnings) => {
-            warnings
+        Ok(started) => {
+            started
+                .warnings
                 .iter()
                 .for_each(|w| eprintln!("berth-runc: warning: {w}"));
             let on_resize = || {

@@ -10,7 +10,9 @@ pub struct Args {
 
 pub fn run(root: &Root, args: Args) -> anyhow::Result<()> {
     let _span = tracing::info_span!("start", id = %args.id).entered();
-    for warning in container::start(root, &args.id)? {
+    let started = container::start(root, &args.id)?;
+    crate::spans::record(&started.stages);
+    for warning in &started.warnings {
         eprintln!("berth-runc: warning: {warning}");
     }
     Ok(())
