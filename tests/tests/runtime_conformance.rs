@@ -947,6 +947,23 @@ fn io_priority_is_set_for_the_program() {
 }
 
 #[test]
+fn scheduler_sets_policy_and_nice() {
+    on_berth_only("runc 1.1 does not support process.scheduler", |rt| {
+        // SCHED_BATCH with nice 7 needs no privilege; fields 19 (nice) and 41
+        // (policy: 3 is SCHED_BATCH) of /proc/self/stat show what the kernel applied.
+        let bundle = Bundle::new(|s| {
+            sh(s, "cut -d' ' -f19,41 /proc/self/stat");
+            patch(
+                s,
+                json!({ "process": { "scheduler": { "policy": "SCHED_BATCH", "nice": 7 } } }),
+            );
+        });
+        let out = rt.run(&bundle).success();
+        assert_eq!(out.stdout, "7 3\n", "{out}");
+    });
+}
+
+#[test]
 fn a_time_namespace_shifts_the_boot_clock() {
     on_berth_only("runc 1.1 does not support time namespaces", |rt| {
         // A year of extra uptime, inside only.
