@@ -98,6 +98,18 @@ pub fn main() -> i32 {
     if let Some(Verb::Init) = args.verb {
         berth_libcontainer::init::main();
     }
+    // Before any thread exists (the tracing exporter starts some): see `wait`.
+    let waits = match &args.verb {
+        Some(Verb::Run(run)) => !run.detach,
+        Some(Verb::Exec(exec)) => !exec.detach,
+        _ => false,
+    };
+    if waits {
+        if let Err(e) = wait::block_signals() {
+            eprintln!("berth-runc: cannot block signals: {e}");
+            return 1;
+        }
+    }
     if args.debug && std::env::var_os("RUST_LOG").is_none() {
         // `--debug` is runc's spelling of "log more": berth's log filter is RUST_LOG.
         std::env::set_var("RUST_LOG", "debug");

@@ -5,6 +5,12 @@
 //! time with `sigwait`. So a child that exits at once cannot be missed: its SIGCHLD
 //! stays pending until we ask for it, and there is no window in which it could
 //! arrive before we are ready (the race that leaves some runtimes hanging).
+//!
+//! "Before" means before any *thread* exists, too: a signal sent to a process goes
+//! to any one of its threads that does not block it, and the tracing exporter's
+//! threads would take a SIGCHLD and drop it. So `main` blocks these signals first
+//! thing for the verbs that wait, and every thread started later inherits the mask.
+//! As a last guard the wait also looks at the child once a second.
 
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -38,7 +44,14 @@ pub fn block_signals() -> anyhow::Result<SigSet> {
 /// would show: the code, or 128 + the killing signal.
 pub fn wait_forwarding(child: Pid, set: &SigSet, on_resize: impl Fn()) -> anyhow::Result<i32> {
     loop {
-        let signal = set.wait()?;
+        let Some(signal) = wait_at_most(set, ONE_SECOND)? else {
+            // No signal for a second: look anyway (see the module's doc).
+            match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+                _ => continue,
+            }
+        };
         if signal == Signal::SIGWINCH {
             on_resize();
             continue;
@@ -62,3 +75,20 @@ pub fn wait_forwarding(child: Pid, set: &SigSet, on_resize: impl Fn()) -> anyhow
     }
 }
 // ANCHOR_END: wait_forwarding
+
+const ONE_SECOND: libc::timespec = libc::timespec {
+    tv_sec: 1,
+    tv_nsec: 0,
+};
+
+/// `sigtimedwait`: the next signal of `set`, or `None` if none came within `timeout`.
+fn wait_at_most(set: &SigSet, timeout: libc::timespec) -> anyhow::Result<Option<Signal>> {
+    // SAFETY: `set` is a valid signal set, the info pointer may be null, and the
+    // timeout is a valid timespec.
+    let signal = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
+    match nix::errno::Errno::result(signal) {
+        Ok(number) => Ok(Some(Signal::try_from(number)?)),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
