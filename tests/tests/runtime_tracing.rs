@@ -38,6 +38,7 @@ fn run_exports_its_steps_and_inits_stages_under_the_callers_span() {
         "pivot_root",
         "user and capabilities",
         "start",
+        "wait for start",
         "startContainer hooks",
         "exec",
         "delete",
@@ -101,6 +102,18 @@ fn run_exports_its_steps_and_inits_stages_under_the_callers_span() {
         ],
     );
     assert_steps_of("start", &["startContainer hooks", "exec"]);
+    // The wait for start began inside create and ends inside start.
+    let (waited, create, start) = (find("wait for start"), find("create"), find("start"));
+    assert_eq!(waited.parent_span_id, start.span_id);
+    assert!(
+        waited.start_unix_nano <= create.end_unix_nano,
+        "{waited:?} vs {create:?}"
+    );
+    assert!(
+        waited.end_unix_nano >= start.start_unix_nano
+            && waited.end_unix_nano <= start.end_unix_nano,
+        "{waited:?} vs {start:?}"
+    );
     // The stages come in the order init passed them.
     assert!(find("mounts").end_unix_nano <= find("pivot_root").start_unix_nano);
 }

@@ -200,6 +200,7 @@ fn run(channel: &mut Channel, config: InitConfig) -> Result<std::convert::Infall
     // Everything that can fail has been tried; what is left is waiting and exec.
     channel.send(&Message::Ready { stages: stages.0 })?;
     if !config.exec {
+        let ready_us = now_us();
         let mut fifo = wait_for_start()?;
         let released_us = now_us();
         let state = OciState::new(
@@ -215,8 +216,15 @@ fn run(channel: &mut Channel, config: InitConfig) -> Result<std::convert::Infall
             start_us: released_us,
             end_us: now_us(),
         };
+        // The wait began when `create` was still running: this span reaches back
+        // before the `start` that ends it.
+        let waited = Stage {
+            name: "wait for start".into(),
+            start_us: ready_us,
+            end_us: released_us,
+        };
         let released = Released {
-            stages: vec![hooks],
+            stages: vec![waited, hooks],
             exec_us: now_us(),
         };
         // Best effort: if `start` has gone, the program still runs.
