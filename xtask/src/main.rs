@@ -10,10 +10,13 @@
 //! - [`demo`]: builds the test image into a bundle and runs a container from it.
 //! - [`bench`]: runs the benchmarks (`cargo bench`); speed targets live there, never in tests.
 //! - [`book`]: builds the mdBook and checks every link in it.
+//! - [`chapter_diff`]: each chapter's `DIFF.md` from the chapter before, and the check
+//!   that they are current.
 //! - [`cmd`]: running commands loudly, so a reader of the log sees what happened.
 
 mod bench;
 mod book;
+mod chapter_diff;
 mod cmd;
 mod demo;
 mod setup;
@@ -22,7 +25,7 @@ mod test;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "berth's project driver: setup, demo, test, bench")]
+#[command(about = "berth's project driver: setup, demo, test, bench, book, chapter-diff")]
 struct Args {
     #[command(subcommand)]
     command: Task,
@@ -40,6 +43,12 @@ enum Task {
     Bench,
     /// Build the book into book/build and check its links.
     Book,
+    /// Write each chapter's DIFF.md (the diff from the chapter before it).
+    ChapterDiff {
+        /// Fail if a DIFF.md is stale instead of rewriting it.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
         Task::Book => book::run(),
+        Task::ChapterDiff { check } => chapter_diff::run(check),
     }
 }

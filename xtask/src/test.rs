@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::{book, cmd, demo, setup};
+use crate::{book, chapter_diff, cmd, demo, setup};
 
 type Step = (&'static str, fn() -> anyhow::Result<()>);
 
@@ -29,6 +29,10 @@ const STEPS: &[Step] = &[
         cmd::run(cmd::cargo().args(["test", "--workspace"]))
     }),
     ("book (mdbook build + link check)", book::run),
+    (
+        "chapter diffs up to date (cargo xtask chapter-diff --check)",
+        || chapter_diff::run(true),
+    ),
     // The README's first command must keep working: CI runs it too.
     ("demo (cargo xtask demo)", demo::run),
 ];
