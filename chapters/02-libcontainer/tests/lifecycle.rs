@@ -1,0 +1,405 @@
+//! The chapter's claims, checked against a real daemon on a temporary root, driven by
+//! the real binary as a client, running containers through the daemon's own
+//! libcontainer. Needs root; no external tool.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_libcontainer-era");
+/// No single step of these tests takes longer; a hang fails instead of blocking CI.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A daemon on its own root and socket, killed (and so its containers) when dropped,
+/// even when the test failed.
+struct Daemon {
+    child: Option<Child>,
+    root: tempfile::TempDir,
+    socket: PathBuf,
+    /// Extra environment for the daemon and every client (the OTLP endpoint).
+    env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        Daemon::start_with_env(Vec::new())
+    }
+
+    fn start_with_env(env: Vec<(String, String)>) -> Daemon {
+        let root = tempfile::tempdir().expect("a temporary root");
+        let socket = root.path().join("api.sock");
+        let mut daemon = Daemon {
+            child: None,
+            root,
+            socket,
+            env,
+        };
+        daemon.restart();
+        daemon
+    }
+
+    /// Starts the daemon process (again) on the same root, and waits for its socket.
+    fn restart(&mut self) {
+        let child = Command::new(BIN)
+            .args(["daemon", "--root"])
+            .arg(self.root.path().join("root"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the daemon starts");
+        self.child = Some(child);
+        let pid_file = self.root.path().join("root/daemon.pid");
+        wait_for("the daemon's socket and pid file", || {
+            self.socket.exists() && pid_file.exists() && self.ok(&["images"]).status.success()
+        });
+    }
+
+    /// Sends `signal` to the daemon and waits for it to exit.
+    fn signal(&mut self, signal: Signal) {
+        let mut child = self.child.take().expect("the daemon is running");
+        kill(Pid::from_raw(child.id() as i32), signal).expect("signal the daemon");
+        let deadline = Instant::now() + BOUND;
+        while child.try_wait().expect("wait for the daemon").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit on {signal}"
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the client with `args`, bounded.
+    fn ok(&self, args: &[&str]) -> Output {
+        let mut child = Command::new(BIN)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the client starts");
+        let deadline = Instant::now() + BOUND;
+        while child.try_wait().expect("wait for the client").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("libcontainer-era {args:?} did not finish within {BOUND:?}");
+            }
+            sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("the client's output")
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        let out = self.ok(args);
+        assert!(
+            out.status.success(),
+            "libcontainer-era {args:?} failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// Runs the client expecting failure; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.ok(args);
+        assert!(
+            !out.status.success(),
+            "libcontainer-era {args:?} should have failed"
+        );
+        text(&out.stderr)
+    }
+
+    fn load(&self) {
+        let tar = &berth_tests::images::busybox().archive;
+        let out = self.stdout(&["load", tar.to_str().expect("a UTF-8 path")]);
+        assert_eq!(out.trim(), "Loaded image: busybox");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether any process on the host has `token` in its command line.
+fn process_with(token: &str) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        text(&cmdline).split('\0').any(|arg| arg == token)
+    })
+}
+
+/// A `sleep` argument no other test (or run) uses, to find the container's process.
+fn unique_seconds() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}{n:02}", 100_000 + std::process::id() % 100_000)
+}
+
+fn line_of<'a>(ps: &'a str, name: &str) -> Option<&'a str> {
+    ps.lines()
+        .find(|line| line.split_whitespace().nth(1) == Some(name))
+}
+
+/// Killing the daemon, hard or cleanly, leaves no container running.
+fn containers_die_with_the_daemon(signal: Signal) {
+    let mut daemon = Daemon::start();
+    daemon.load();
+    let seconds = unique_seconds();
+    daemon.stdout(&["run", "-d", "--name", "long", "busybox", "sleep", &seconds]);
+    wait_for("the container's sleep to start", || process_with(&seconds));
+    assert!(line_of(&daemon.stdout(&["ps"]), "long").is_some());
+
+    daemon.signal(signal);
+    wait_for("the container's sleep to die with the daemon", || {
+        !process_with(&seconds)
+    });
+
+    daemon.restart();
+    assert!(!process_with(&seconds), "the container came back");
+    assert!(
+        line_of(&daemon.stdout(&["ps"]), "long").is_none(),
+        "ps shows it running"
+    );
+    let all = daemon.stdout(&["ps", "-a"]);
+    let line =
+        line_of(&all, "long").unwrap_or_else(|| panic!("ps -a should list the container: {all}"));
+    assert!(line.contains("Exited"), "{line}");
+}
+
+#[test]
+fn sigkill_of_the_daemon_kills_its_containers() {
+    containers_die_with_the_daemon(Signal::SIGKILL);
+}
+
+#[test]
+fn sigterm_of_the_daemon_stops_its_containers() {
+    containers_die_with_the_daemon(Signal::SIGTERM);
+}
+
+#[test]
+fn run_prints_the_output_and_exits_with_the_code() {
+    let daemon = Daemon::start();
+    daemon.load();
+    assert!(daemon.stdout(&["images"]).contains("busybox"));
+    let out = daemon.ok(&[
+        "run",
+        "--name",
+        "hi",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; hostname; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("hello\n"), "{stdout}");
+    assert_eq!(daemon.stdout(&["logs", "hi"]), stdout);
+    let ps = daemon.stdout(&["ps", "-a"]);
+    assert!(
+        line_of(&ps, "hi").expect("listed").contains("Exited (3)"),
+        "{ps}"
+    );
+}
+
+#[test]
+fn stop_then_rm() {
+    let daemon = Daemon::start();
+    daemon.load();
+    let seconds = unique_seconds();
+    let id = daemon.stdout(&["run", "-d", "--name", "web", "busybox", "sleep", &seconds]);
+    assert_eq!(id.trim().len(), 32, "run -d prints the id: {id}");
+    wait_for("the container to start", || process_with(&seconds));
+    assert!(daemon
+        .fails(&["rm", "web"])
+        .contains("is running; stop it first"));
+
+    daemon.stdout(&["stop", "web"]);
+    assert!(
+        !process_with(&seconds),
+        "stop returned before the container died"
+    );
+    assert!(line_of(&daemon.stdout(&["ps"]), "web").is_none());
+    assert!(daemon.fails(&["stop", "web"]).contains("is not running"));
+
+    daemon.stdout(&["rm", "web"]);
+    assert!(line_of(&daemon.stdout(&["ps", "-a"]), "web").is_none());
+    assert!(!Path::new(&daemon.root.path().join("root/containers").join(id.trim())).exists());
+    assert!(daemon
+        .fails(&["logs", "web"])
+        .contains("no such container \"web\""));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let daemon = Daemon::start();
+    daemon.load();
+    let err = daemon.fails(&["run", "nosuchimage", "true"]);
+    assert!(
+        err.contains("no such image \"nosuchimage\"") && err.contains("libcontainer-era load"),
+        "{err}"
+    );
+
+    let err = daemon.fails(&["run", "busybox", "no-such-program"]);
+    assert!(
+        err.contains("command \"no-such-program\" not found in the image"),
+        "{err}"
+    );
+
+    daemon.stdout(&["run", "--name", "taken", "busybox", "true"]);
+    let err = daemon.fails(&["run", "--name", "taken", "busybox", "true"]);
+    assert!(err.contains("name \"taken\" is already in use"), "{err}");
+
+    // Failed runs leave no container behind.
+    let all = daemon.stdout(&["ps", "-a"]);
+    assert_eq!(
+        all.lines().count(),
+        2,
+        "only the header and \"taken\": {all}"
+    );
+}
+
+#[test]
+fn a_client_without_a_daemon_says_how_to_start_one() {
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let out = Command::new(BIN)
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .arg("ps")
+        .output()
+        .expect("the client runs");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("libcontainer-era daemon --root"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn each_request_is_one_trace_across_client_and_daemon() {
+    let receiver = berth_tests::otlp::Receiver::start();
+    let endpoint = (
+        "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+        receiver.endpoint.clone(),
+    );
+    let mut daemon = Daemon::start_with_env(vec![endpoint]);
+    daemon.stdout(&["ps"]);
+    // A clean stop makes the daemon return from `serve` and flush its spans.
+    daemon.signal(Signal::SIGTERM);
+
+    let is_ps = |s: &berth_tests::otlp::SpanSeen, service: &str, name: &str| {
+        s.service == service && s.name == name
+    };
+    let exports = receiver.collect_until(|spans| {
+        let client = spans
+            .iter()
+            .filter(|s| is_ps(s, "libcontainer-era", "request"));
+        client.into_iter().any(|request| {
+            spans
+                .iter()
+                .any(|s| s.name == "api" && s.parent_span_id == request.span_id)
+        })
+    });
+    let spans: Vec<_> = exports.iter().flat_map(|e| e.spans()).collect();
+    let api = spans
+        .iter()
+        .find(|s| s.name == "api")
+        .expect("the daemon's span");
+    let request = spans
+        .iter()
+        .find(|s| s.span_id == api.parent_span_id)
+        .expect("the client's span");
+    assert_eq!(
+        api.trace_id, request.trace_id,
+        "one trace across both processes"
+    );
+}
+
+/// What the in-process libcontainer builds: the command is PID 1 of its own PID
+/// namespace, the hostname is the short id, `/proc` and `/dev` are the container's,
+/// the network has only `lo`, and the container sits in its cgroups until `rm`.
+#[test]
+fn the_container_gets_its_own_namespaces_and_cgroups() {
+    let daemon = Daemon::start();
+    daemon.load();
+    let script = "echo pid=$$; hostname; ls /proc | grep -c '^[0-9]'; \
+                  echo x > /dev/null && ls /dev; ls /sys/class/net 2>/dev/null || cat /proc/net/dev";
+    let out = daemon.ok(&["run", "--name", "iso", "busybox", "sh", "-c", script]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "pid=1", "{stdout}");
+    assert_eq!(lines[1].len(), 12, "the hostname is the short id: {stdout}");
+    assert!(
+        lines[2].parse::<u32>().expect("a count") <= 3,
+        "/proc shows only the container: {stdout}"
+    );
+    for device in ["null", "urandom", "zero"] {
+        assert!(lines.contains(&device), "/dev/{device}: {stdout}");
+    }
+    assert!(!stdout.contains("eth0"), "only lo: {stdout}");
+
+    let seconds = unique_seconds();
+    let id = daemon.stdout(&[
+        "run", "-d", "--name", "limited", "busybox", "sleep", &seconds,
+    ]);
+    let id = id.trim();
+    wait_for("the container to start", || process_with(&seconds));
+    let cgroups = [
+        "/sys/fs/cgroup/memory/berth-chapter02",
+        "/sys/fs/cgroup/pids/berth-chapter02",
+        "/sys/fs/cgroup/berth-chapter02",
+    ];
+    let mine: Vec<PathBuf> = cgroups
+        .iter()
+        .map(|parent| Path::new(parent).join(id))
+        .filter(|dir| dir.exists())
+        .collect();
+    assert!(!mine.is_empty(), "the container has a cgroup");
+    for dir in &mine {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).expect("cgroup.procs");
+        assert!(!procs.trim().is_empty(), "{dir:?} holds the container");
+    }
+    let limit = mine.iter().find_map(|dir| {
+        fs::read_to_string(dir.join("memory.limit_in_bytes"))
+            .or_else(|_| fs::read_to_string(dir.join("memory.max")))
+            .ok()
+    });
+    assert_eq!(limit.as_deref().map(str::trim), Some("268435456"));
+    daemon.stdout(&["stop", "limited"]);
+    daemon.stdout(&["rm", "limited"]);
+    for dir in &mine {
+        assert!(!dir.exists(), "{dir:?} is removed with the container");
+    }
+}
