@@ -2,175 +2,17 @@
 //! the real binary as a client, running containers through the real LXC tools.
 //! Needs root and Debian's `lxc` package.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use berth_tests::chapter::{line_of, process_with, text, unique_seconds, wait_for, Daemon};
+use nix::sys::signal::Signal;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lxc-era");
-/// No single step of these tests takes longer; a hang fails instead of blocking CI.
-const BOUND: Duration = Duration::from_secs(60);
-
-/// A daemon on its own root and socket, killed (and so its containers) when dropped,
-/// even when the test failed.
-struct Daemon {
-    child: Option<Child>,
-    root: tempfile::TempDir,
-    socket: PathBuf,
-    /// Extra environment for the daemon and every client (the OTLP endpoint).
-    env: Vec<(String, String)>,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        Daemon::start_with_env(Vec::new())
-    }
-
-    fn start_with_env(env: Vec<(String, String)>) -> Daemon {
-        let root = tempfile::tempdir().expect("a temporary root");
-        let socket = root.path().join("api.sock");
-        let mut daemon = Daemon {
-            child: None,
-            root,
-            socket,
-            env,
-        };
-        daemon.restart();
-        daemon
-    }
-
-    /// Starts the daemon process (again) on the same root, and waits for its socket.
-    fn restart(&mut self) {
-        let child = Command::new(BIN)
-            .args(["daemon", "--root"])
-            .arg(self.root.path().join("root"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .envs(self.env.iter().cloned())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the daemon starts");
-        self.child = Some(child);
-        let pid_file = self.root.path().join("root/daemon.pid");
-        wait_for("the daemon's socket and pid file", || {
-            self.socket.exists() && pid_file.exists() && self.ok(&["images"]).status.success()
-        });
-    }
-
-    /// Sends `signal` to the daemon and waits for it to exit.
-    fn signal(&mut self, signal: Signal) {
-        let mut child = self.child.take().expect("the daemon is running");
-        kill(Pid::from_raw(child.id() as i32), signal).expect("signal the daemon");
-        let deadline = Instant::now() + BOUND;
-        while child.try_wait().expect("wait for the daemon").is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit on {signal}"
-            );
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Runs the client with `args`, bounded.
-    fn ok(&self, args: &[&str]) -> Output {
-        let mut child = Command::new(BIN)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .envs(self.env.iter().cloned())
-            .env("RUST_BACKTRACE", "0")
-            .env("RUST_LIB_BACKTRACE", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the client starts");
-        let deadline = Instant::now() + BOUND;
-        while child.try_wait().expect("wait for the client").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("lxc-era {args:?} did not finish within {BOUND:?}");
-            }
-            sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("the client's output")
-    }
-
-    fn stdout(&self, args: &[&str]) -> String {
-        let out = self.ok(args);
-        assert!(
-            out.status.success(),
-            "lxc-era {args:?} failed: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    /// Runs the client expecting failure; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.ok(args);
-        assert!(!out.status.success(), "lxc-era {args:?} should have failed");
-        text(&out.stderr)
-    }
-
-    fn load(&self) {
-        let tar = &berth_tests::images::busybox().archive;
-        let out = self.stdout(&["load", tar.to_str().expect("a UTF-8 path")]);
-        assert_eq!(out.trim(), "Loaded image: busybox");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether any process on the host has `token` in its command line.
-fn process_with(token: &str) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        text(&cmdline).split('\0').any(|arg| arg == token)
-    })
-}
-
-/// A `sleep` argument no other test (or run) uses, to find the container's process.
-fn unique_seconds() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{}{n:02}", 100_000 + std::process::id() % 100_000)
-}
-
-fn line_of<'a>(ps: &'a str, name: &str) -> Option<&'a str> {
-    ps.lines()
-        .find(|line| line.split_whitespace().nth(1) == Some(name))
-}
 
 /// Killing the daemon, hard or cleanly, leaves no container running.
 fn containers_die_with_the_daemon(signal: Signal) {
-    let mut daemon = Daemon::start();
+    let mut daemon = Daemon::start(BIN);
     daemon.load();
     let seconds = unique_seconds();
     daemon.stdout(&["run", "-d", "--name", "long", "busybox", "sleep", &seconds]);
@@ -206,7 +48,7 @@ fn sigterm_of_the_daemon_stops_its_containers() {
 
 #[test]
 fn run_prints_the_output_and_exits_with_the_code() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start(BIN);
     daemon.load();
     assert!(daemon.stdout(&["images"]).contains("busybox"));
     let out = daemon.ok(&[
@@ -231,7 +73,7 @@ fn run_prints_the_output_and_exits_with_the_code() {
 
 #[test]
 fn stop_then_rm() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start(BIN);
     daemon.load();
     let seconds = unique_seconds();
     let id = daemon.stdout(&["run", "-d", "--name", "web", "busybox", "sleep", &seconds]);
@@ -259,7 +101,7 @@ fn stop_then_rm() {
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    let daemon = Daemon::start();
+    let daemon = Daemon::start(BIN);
     daemon.load();
     let err = daemon.fails(&["run", "nosuchimage", "true"]);
     assert!(
@@ -310,7 +152,7 @@ fn each_request_is_one_trace_across_client_and_daemon() {
         "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
         receiver.endpoint.clone(),
     );
-    let mut daemon = Daemon::start_with_env(vec![endpoint]);
+    let mut daemon = Daemon::start_with_env(BIN, vec![endpoint]);
     daemon.stdout(&["ps"]);
     // A clean stop makes the daemon return from `serve` and flush its spans.
     daemon.signal(Signal::SIGTERM);
