@@ -4,7 +4,8 @@
 //! The chapters keep one command line (`NAME daemon --root --socket`, then `load`,
 //! `run`, `ps`, ...), so one harness drives them all; each chapter's tests hold only
 //! the claims that chapter makes. Every wait is bounded, and dropping a [`Daemon`]
-//! kills it (and with it, in chapters 01 and 02, its containers), even after a failure.
+//! kills it (and with it, in chapters 01 and 02, its containers; in chapter 03, its
+//! supervisor, shims and containers, which outlive it), even after a failure.
 
 use std::fs;
 use std::path::PathBuf;
@@ -151,6 +152,60 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Chapter 03's processes outlive the daemon, by design: its supervisor
+        // (`supervisor.pid`), and under `tasks/<id>/` each container (`pid`) and its
+        // shim (`shim.pid`). Containers go first, so that no shim is left to wait.
+        let root = self.root.path().join("root");
+        let tasks: Vec<PathBuf> = fs::read_dir(root.join("tasks"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let files = tasks
+            .iter()
+            .map(|task| task.join("pid"))
+            .chain(tasks.iter().map(|task| task.join("shim.pid")))
+            .chain([root.join("supervisor.pid")]);
+        for file in files {
+            if let Some(pid) = fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // With no shim left to ask the runtime to delete them, their cgroups stay.
+        for task in &tasks {
+            if let Some(id) = task.file_name().and_then(|id| id.to_str()) {
+                remove_chapter_cgroups(id);
+            }
+        }
+    }
+}
+
+/// Removes `<hierarchy>/berth-chapterNN/<id>` in every cgroup hierarchy, v1 or v2,
+/// waiting (bounded) for killed processes to leave them.
+fn remove_chapter_cgroups(id: &str) {
+    let top = PathBuf::from("/sys/fs/cgroup");
+    let hierarchies = fs::read_dir(&top)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for hierarchy in hierarchies.into_iter().chain([top]) {
+        let parents = fs::read_dir(&hierarchy)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for parent in parents {
+            let is_chapter = parent
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("berth-chapter"));
+            let dir = parent.join(id);
+            if !is_chapter || !dir.exists() {
+                continue;
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fs::remove_dir(&dir).is_err() && Instant::now() < deadline {
+                sleep(Duration::from_millis(50));
+            }
+        }
     }
 }
 
@@ -168,12 +223,19 @@ pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 /// Whether any process on the host has `token` in its command line.
 pub fn process_with(token: &str) -> bool {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        text(&cmdline).split('\0').any(|arg| arg == token)
+    pid_of(token).is_some()
+}
+
+/// The pid of the one process on the host with `token` in its command line.
+pub fn pid_of(token: &str) -> Option<i32> {
+    let entries = fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+        text(&cmdline)
+            .split('\0')
+            .any(|arg| arg == token)
+            .then_some(pid)
     })
 }
 

@@ -84,6 +84,9 @@ fn render(previous: &Path, chapter: &Path) -> anyhow::Result<String> {
             "--no-index",
             "--no-color",
             "--no-ext-diff",
+            // A file rewritten for the next chapter (the driver that became the runtime)
+            // reads better as a rename with changes than as a deletion and an addition.
+            "--find-renames=30%",
         ])
         .arg(name(previous))
         .arg(name(chapter))

@@ -19,7 +19,7 @@ pub enum HttpError {
     #[error("reading or writing the socket: {0}")]
     Io(#[from] io::Error),
     #[error(
-        "malformed HTTP message: {0}; is the other end an libcontainer-era of the same version?"
+        "malformed HTTP message: {0}; is the other end a libcontainer-era of the same version?"
     )]
     Malformed(String),
 }

@@ -1,0 +1,578 @@
+//! The daemon half: `split-era daemon --root DIR --socket PATH`.
+//!
+//! It listens on the unix socket, answers each connection on its own thread, and keeps
+//! one record per container in memory and in `ROOT/containers/<id>/container.json`.
+//! It owns the images and the bundles made from them; everything about running
+//! containers it asks of the supervisor (see [`crate::supervisor`]), which it starts
+//! when none answers. For each running container a thread waits, through the
+//! supervisor, for the exit, and records it.
+//!
+//! No container is the daemon's child, and that is the point of this chapter:
+//! - SIGKILL, SIGTERM or SIGINT: the daemon goes and the containers stay (SIGTERM and
+//!   SIGINT also remove its pid file and socket). So does the supervisor.
+//! - The next daemon finds records that say "running" and asks the supervisor about
+//!   each: still running (watch it again), exited meanwhile (record how, from the
+//!   shim), or unknown to it (its shim died too, and with it the exit status).
+//!
+//! Read next: [`crate::supervisor`], which the daemon asks to run containers.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::api::{ContainerInfo, ErrorBody, LoadRequest, RunRequest, State};
+use crate::bundle::{self, BundleError, Prepare};
+use crate::http::{self, HttpError, Message};
+use crate::images::{ImageError, ImageStore};
+use crate::pidfile::{self, PidFileError};
+use crate::rpc::{self, Request, RpcError, Task};
+use crate::supervisor::{self, SupervisorError};
+
+/// How long a stop waits for the command before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often, and how long apart, a watcher tries again to reach a lost supervisor
+/// before it leaves the container to the next daemon: about two minutes.
+const WATCH_RETRIES: u32 = 600;
+const WATCH_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    #[error(transparent)]
+    Supervisor(#[from] SupervisorError),
+    #[error("{action} {path:?}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("installing the SIGTERM and SIGINT handler: {0}")]
+    Signals(nix::Error),
+    #[error("no such container {0:?}; `split-era ps -a` lists them")]
+    NoSuchContainer(String),
+    #[error(
+        "the name {name:?} is already in use by container {id}; remove it or choose another name"
+    )]
+    NameInUse { name: String, id: String },
+    #[error("container {0:?} is running; stop it first")]
+    StillRunning(String),
+    #[error("container {0:?} is not running (state: exited); nothing to stop")]
+    NotRunning(String),
+    #[error("container {0:?} did not exit within {1:?} of being stopped")]
+    StopTimedOut(String, Duration),
+    #[error("bad request body: {0}")]
+    BadBody(#[from] serde_json::Error),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// What the supervisor (or the shim, or the runtime behind it) said.
+    #[error("{0}")]
+    Rpc(#[from] RpcError),
+    #[error(transparent)]
+    Http(#[from] HttpError),
+}
+
+impl DaemonError {
+    /// The HTTP status each error is answered with.
+    fn status(&self) -> u16 {
+        match self {
+            DaemonError::NoSuchContainer(_)
+            | DaemonError::NoRoute(_)
+            | DaemonError::Image(ImageError::Unknown { .. }) => 404,
+            DaemonError::NameInUse { .. }
+            | DaemonError::StillRunning(_)
+            | DaemonError::NotRunning(_) => 409,
+            DaemonError::BadBody(_)
+            | DaemonError::Image(ImageError::Tar { .. } | ImageError::NotLayout { .. })
+            | DaemonError::Bundle(BundleError::CommandNotFound { .. } | BundleError::NoCommand) => {
+                400
+            }
+            _ => 500,
+        }
+    }
+}
+
+/// Where the daemon keeps everything, and how it is reached.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// The daemon's shared state: every request thread and waiter thread holds an `Arc`.
+struct Daemon {
+    root: PathBuf,
+    images: ImageStore,
+    /// `ROOT/supervisor.sock`.
+    supervisor: PathBuf,
+    /// By id. A std Mutex: no request holds it while doing slow work (unpacking,
+    /// starting, waiting), only while reading or changing records.
+    containers: Mutex<HashMap<String, ContainerInfo>>,
+    /// Notified whenever a container exits, for `wait` and `stop`.
+    exited: Condvar,
+}
+
+// ANCHOR: serve
+/// Runs the daemon until SIGTERM or SIGINT; the containers stay when it goes.
+pub fn serve(config: Config) -> Result<(), DaemonError> {
+    let shutdown = shutdown_signals()?;
+
+    let root = &config.root;
+    io_at(
+        "creating",
+        root,
+        fs::create_dir_all(root.join("containers")),
+    )?;
+    let pid_file = pidfile::claim(root, "daemon")?;
+    supervisor::ensure_running(root)?;
+
+    let daemon = Arc::new(Daemon {
+        root: root.clone(),
+        images: ImageStore::new(root.join("images")),
+        supervisor: supervisor::socket(root),
+        containers: Mutex::new(HashMap::new()),
+        exited: Condvar::new(),
+    });
+    daemon.recover()?;
+
+    let _ = fs::remove_file(&config.socket);
+    let listener = io_at(
+        "listening on",
+        &config.socket,
+        UnixListener::bind(&config.socket),
+    )?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    {
+        let (stopping, socket) = (stopping.clone(), config.socket.clone());
+        std::thread::spawn(move || {
+            // Blocks until SIGTERM or SIGINT arrives (or the pipe breaks). Nothing to
+            // stop: the containers belong to their shims.
+            let _ = shutdown.take(1).read(&mut [0u8; 1]);
+            stopping.store(true, Ordering::SeqCst);
+            // Wake the accept loop so it sees the flag.
+            let _ = UnixStream::connect(socket);
+        });
+    }
+    for stream in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let daemon = daemon.clone();
+        std::thread::spawn(move || daemon.answer(stream));
+    }
+    let _ = fs::remove_file(&config.socket);
+    let _ = fs::remove_file(&pid_file);
+    Ok(())
+}
+// ANCHOR_END: serve
+
+// ANCHOR: shutdown_signals
+/// The write end of the pipe the signal handler writes to; -1 until installed.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_shutdown_signal(_: nix::libc::c_int) {
+    // Only async-signal-safe calls here: one `write` of one byte.
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    // SAFETY: writing one byte from a valid buffer; a failed write is harmless.
+    unsafe { nix::libc::write(fd, [1u8].as_ptr().cast(), 1) };
+}
+
+/// Installs a SIGTERM/SIGINT handler and returns the pipe it writes to: reading a byte
+/// from it means "shut down". A handler, not `sigwait` on a blocked mask: the mask is
+/// per thread, and the trace exporter's threads (started before the daemon) would not
+/// have it, so the kernel could deliver SIGTERM to one of them and kill the daemon.
+fn shutdown_signals() -> Result<fs::File, DaemonError> {
+    let (read, write) = nix::unistd::pipe().map_err(DaemonError::Signals)?;
+    SIGNAL_PIPE.store(write.into_raw_fd(), Ordering::Relaxed);
+    let action = SigAction::new(
+        SigHandler::Handler(on_shutdown_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        // SAFETY: the handler only makes an async-signal-safe `write`.
+        unsafe { sigaction(signal, &action) }.map_err(DaemonError::Signals)?;
+    }
+    Ok(fs::File::from(read))
+}
+// ANCHOR_END: shutdown_signals
+
+impl Daemon {
+    // ANCHOR: recover
+    /// Reads the records a previous daemon left, and asks the supervisor about every
+    /// container they say is running: it may still run (watch it again), have exited
+    /// while no daemon was there (its shim kept the status), or be unknown (its shim
+    /// died too). Nothing is lost but what no process could have kept.
+    fn recover(self: &Arc<Self>) -> Result<(), DaemonError> {
+        let dir = self.root.join("containers");
+        let entries = io_at("reading", &dir, fs::read_dir(&dir))?;
+        let mut running = Vec::new();
+        {
+            let mut containers = self.lock();
+            for entry in entries.flatten() {
+                let path = entry.path().join("container.json");
+                let Ok(bytes) = fs::read(&path) else { continue };
+                let Ok(info) = serde_json::from_slice::<ContainerInfo>(&bytes) else {
+                    continue;
+                };
+                if info.state == State::Running {
+                    running.push(info.id.clone());
+                }
+                containers.insert(info.id.clone(), info);
+            }
+        }
+        for id in running {
+            match rpc::call(&self.supervisor, Request::State { id: id.clone() }) {
+                Ok(task) if task.exit_code.is_none() && task.note.is_none() => {
+                    self.watch(id);
+                }
+                Ok(task) => self.record_exit(&id, task.exit_code, task.note),
+                Err(RpcError::Refused(message)) => self.record_exit(&id, None, Some(message)),
+                // The supervisor is not there right now: the watcher keeps trying.
+                Err(_) => self.watch(id),
+            }
+        }
+        Ok(())
+    }
+    // ANCHOR_END: recover
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ContainerInfo>> {
+        // A thread that panicked while holding the lock left whole records behind
+        // (each change is one assignment), so the data is still good.
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes a record to a temporary file and renames it over the old one: a daemon
+    /// killed mid-write leaves the old record or the new one, never half of one.
+    fn save(&self, info: &ContainerInfo) -> Result<(), DaemonError> {
+        let dir = self.root.join("containers").join(&info.id);
+        let (path, temporary) = (dir.join("container.json"), dir.join(".container.json.new"));
+        let bytes = serde_json::to_vec_pretty(info)?;
+        io_at("writing", &temporary, fs::write(&temporary, bytes))?;
+        io_at("replacing", &path, fs::rename(&temporary, &path))
+    }
+
+    /// Finds a container by name or id.
+    fn find(&self, key: &str) -> Result<ContainerInfo, DaemonError> {
+        self.lock()
+            .values()
+            .find(|c| c.name == key || c.id == key)
+            .cloned()
+            .ok_or_else(|| DaemonError::NoSuchContainer(key.into()))
+    }
+
+    // ANCHOR: answer
+    /// Answers one connection: one request, one response, one span.
+    fn answer(self: &Arc<Self>, mut stream: UnixStream) {
+        let Ok(request) = http::read_message(&mut stream) else {
+            return;
+        };
+        let mut words = request.start_line.split(' ');
+        let method = words.next().unwrap_or_default().to_string();
+        let target = words.next().unwrap_or_default().to_string();
+        let span = tracing::info_span!("api", %method, path = %target);
+        berth_trace::set_parent(&span, berth_trace::headers::extract(&request.headers));
+        let _entered = span.enter();
+
+        let (status, body) = match self.route(&method, &target, &request.body) {
+            Ok(body) => (200, body),
+            Err(e) => {
+                tracing::info!("{method} {target}: {e}");
+                let body = ErrorBody {
+                    message: e.to_string(),
+                };
+                (e.status(), serde_json::to_vec(&body).unwrap_or_default())
+            }
+        };
+        let response = Message {
+            start_line: format!("HTTP/1.1 {status} {}", reason(status)),
+            body,
+            ..Message::default()
+        };
+        let _ = http::write_message(&mut stream, &response);
+    }
+    // ANCHOR_END: answer
+
+    fn route(
+        self: &Arc<Self>,
+        method: &str,
+        target: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, DaemonError> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, parts.as_slice()) {
+            ("POST", ["images", "load"]) => {
+                let request: LoadRequest = serde_json::from_slice(body)?;
+                json(&self.images.load(Path::new(&request.tar))?)
+            }
+            ("GET", ["images"]) => json(&self.images.list()?),
+            ("POST", ["containers"]) => json(&self.run(serde_json::from_slice(body)?)?),
+            ("GET", ["containers"]) => {
+                let all = query.split('&').any(|kv| kv == "all=1");
+                let mut list: Vec<ContainerInfo> = self
+                    .lock()
+                    .values()
+                    .filter(|c| all || c.state == State::Running)
+                    .cloned()
+                    .collect();
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+                json(&list)
+            }
+            ("POST", ["containers", key, "wait"]) => {
+                let id = self.find(key)?.id;
+                json(&self.wait_exit(&id, Duration::MAX)?)
+            }
+            ("GET", ["containers", key, "logs"]) => {
+                let path = self
+                    .root
+                    .join("containers")
+                    .join(self.find(key)?.id)
+                    .join("log");
+                io_at("reading", &path, fs::read(&path))
+            }
+            ("POST", ["containers", key, "stop"]) => json(&self.stop(key)?),
+            ("DELETE", ["containers", key]) => json(&self.remove(key)?),
+            _ => Err(DaemonError::NoRoute(format!("{method} {path}"))),
+        }
+    }
+
+    // ANCHOR: run
+    /// Creates and starts a container. The record goes in first (holding the name),
+    /// then the slow work happens without the lock: the bundle here, the container in
+    /// the supervisor. Then a thread waits for the exit.
+    fn run(self: &Arc<Self>, request: RunRequest) -> Result<ContainerInfo, DaemonError> {
+        let (layout, image) = self.images.open(&request.image)?;
+        let id = random_id()?;
+        let name = request.name.clone().unwrap_or_else(|| id[..12].to_string());
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: name.clone(),
+            image: request.image.clone(),
+            cmd: request.cmd.clone(),
+            state: State::Running,
+            exit_code: None,
+            note: None,
+        };
+        {
+            let mut containers = self.lock();
+            if let Some(other) = containers.values().find(|c| c.name == name) {
+                return Err(DaemonError::NameInUse {
+                    name,
+                    id: other.id.clone(),
+                });
+            }
+            containers.insert(id.clone(), info.clone());
+        }
+        let dir = self.root.join("containers").join(&id);
+        let started = io_at("creating", &dir, fs::create_dir_all(&dir))
+            .and_then(|()| self.save(&info))
+            .and_then(|()| {
+                let bundle = Prepare {
+                    id: &id,
+                    dir: &dir,
+                    layout: &layout,
+                    image: &image,
+                    cmd: &request.cmd,
+                };
+                Ok(bundle::prepare(&bundle)?)
+            })
+            .and_then(|()| {
+                let create = Request::Create {
+                    id: id.clone(),
+                    bundle: dir.clone(),
+                };
+                self.call(create)
+            });
+        match started {
+            Ok(_task) => {}
+            Err(e) => {
+                // Leave nothing behind: a failed run has no container to remove.
+                self.lock().remove(&id);
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        self.watch(id);
+        Ok(info)
+    }
+    // ANCHOR_END: run
+
+    /// Asks the supervisor, starting one first if none answers.
+    fn call(&self, request: Request) -> Result<Task, DaemonError> {
+        match rpc::call(&self.supervisor, request.clone()) {
+            Err(RpcError::Connect { .. }) => {
+                supervisor::ensure_running(&self.root)?;
+                Ok(rpc::call(&self.supervisor, request)?)
+            }
+            answer => Ok(answer?),
+        }
+    }
+
+    // ANCHOR: watch
+    /// Starts the thread that waits, through the supervisor, for container `id` to
+    /// exit, and records how it ended. A lost supervisor is no reason to give up: the
+    /// container's shim still knows, so the thread starts a new supervisor and asks
+    /// again (for about two minutes; after that the next daemon will ask).
+    fn watch(self: &Arc<Self>, id: String) {
+        let this = self.clone();
+        std::thread::spawn(move || {
+            for _ in 0..WATCH_RETRIES {
+                let wait = Request::Wait {
+                    id: id.clone(),
+                    timeout_ms: None,
+                };
+                match this.call(wait) {
+                    Ok(task) => return this.record_exit(&id, task.exit_code, task.note),
+                    Err(DaemonError::Rpc(RpcError::Refused(message))) => {
+                        return this.record_exit(&id, None, Some(message));
+                    }
+                    Err(e) => {
+                        tracing::info!("waiting for {id}: {e}; trying again");
+                        std::thread::sleep(WATCH_RETRY_DELAY);
+                    }
+                }
+            }
+            tracing::warn!("gave up waiting for {id}; restart the daemon to look again");
+        });
+    }
+    // ANCHOR_END: watch
+
+    /// Records that container `id` has exited, on disk and then for the waiters.
+    fn record_exit(&self, id: &str, exit_code: Option<i32>, note: Option<String>) {
+        // Saved while the lock is held, so that whoever sees the exit in memory
+        // knows it is on disk too.
+        let mut containers = self.lock();
+        let Some(info) = containers.get_mut(id) else {
+            return;
+        };
+        info.state = State::Exited;
+        info.exit_code = exit_code;
+        info.note = note;
+        if let Err(e) = self.save(info) {
+            tracing::warn!("recording the exit of {id}: {e}");
+        }
+        drop(containers);
+        self.exited.notify_all();
+    }
+
+    /// Waits until container `id` has exited, at most `limit`.
+    fn wait_exit(&self, id: &str, limit: Duration) -> Result<ContainerInfo, DaemonError> {
+        let deadline = Instant::now().checked_add(limit);
+        let mut containers = self.lock();
+        loop {
+            match containers.get(id) {
+                None => return Err(DaemonError::NoSuchContainer(id.into())),
+                Some(info) if info.state == State::Exited => return Ok(info.clone()),
+                Some(_) => {}
+            }
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Err(DaemonError::StopTimedOut(id.into(), limit));
+            }
+            containers = self
+                .exited
+                .wait_timeout(containers, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn stop(&self, key: &str) -> Result<ContainerInfo, DaemonError> {
+        let info = self.find(key)?;
+        if info.state != State::Running {
+            return Err(DaemonError::NotRunning(key.into()));
+        }
+        // SIGTERM, then SIGKILL if the command is still there after the timeout. The
+        // command is init of its PID namespace, and init gets only the signals it has a
+        // handler for: `sleep` or a shell ignores SIGTERM and waits out the timeout, as
+        // under `docker stop`. SIGKILL from outside the namespace cannot be ignored.
+        let id = info.id.clone();
+        self.call(Request::Kill {
+            id: id.clone(),
+            signal: Signal::SIGTERM as i32,
+        })?;
+        let wait = Request::Wait {
+            id: id.clone(),
+            timeout_ms: Some(STOP_TIMEOUT.as_millis() as u64),
+        };
+        let task = self.call(wait)?;
+        if task.exit_code.is_none() && task.note.is_none() {
+            let kill = Request::Kill {
+                id: id.clone(),
+                signal: Signal::SIGKILL as i32,
+            };
+            // It may have exited since: then there is nothing left to kill.
+            if let Err(e) = self.call(kill) {
+                tracing::info!("killing {id} after the timeout: {e}");
+            }
+        }
+        self.wait_exit(&id, STOP_TIMEOUT)
+    }
+
+    fn remove(&self, key: &str) -> Result<ContainerInfo, DaemonError> {
+        let info = self.find(key)?;
+        if info.state == State::Running {
+            return Err(DaemonError::StillRunning(key.into()));
+        }
+        match self.call(Request::Delete {
+            id: info.id.clone(),
+        }) {
+            // The supervisor does not know it: a container whose shim died long ago.
+            Ok(_) | Err(DaemonError::Rpc(RpcError::Refused(_))) => {}
+            Err(e) => return Err(e),
+        }
+        let dir = self.root.join("containers").join(&info.id);
+        io_at("removing", &dir, fs::remove_dir_all(&dir))?;
+        self.lock().remove(&info.id);
+        Ok(info)
+    }
+}
+
+/// 32 hex digits from the kernel's random pool, as Docker's ids (shorter).
+fn random_id() -> Result<String, DaemonError> {
+    let mut bytes = [0u8; 16];
+    let path = Path::new("/dev/urandom");
+    let mut file = io_at("opening", path, fs::File::open(path))?;
+    io_at("reading", path, io::Read::read_exact(&mut file, &mut bytes))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Serializes an answer.
+fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, DaemonError> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        409 => "Conflict",
+        _ => "Internal Server Error",
+    }
+}
+
+fn io_at<T>(action: &'static str, path: &Path, result: io::Result<T>) -> Result<T, DaemonError> {
+    result.map_err(|source| DaemonError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    })
+}
