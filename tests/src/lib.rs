@@ -5,6 +5,7 @@
 //! over; those live here, so each test reads as the scenario it checks.
 //!
 //! # Layout
+//! - [`build`]: other workspace packages' binaries, built for the tests that run them.
 //! - [`chapter`]: a history chapter's daemon and client, driven the same way for every chapter.
 //! - [`images`]: the `busybox` test image, built from Debian's busybox-static binary.
 //!   Every test and `cargo xtask demo` get it through [`images::busybox`].
@@ -14,6 +15,7 @@
 //! - [`runtime`]: running berth-runc and the real runc on throwaway bundles, one case
 //!   against both, and checking that neither left a state directory, cgroup or mount.
 
+pub mod build;
 pub mod chapter;
 pub mod images;
 pub mod otlp;

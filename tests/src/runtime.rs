@@ -48,35 +48,7 @@ pub fn berth_runc() -> &'static Path {
         if let Some(path) = std::env::var_os("BERTH_RUNC") {
             return PathBuf::from(path);
         }
-        // This test binary is `<target>/<profile dir>/deps/<name>-<hash>`.
-        let exe = std::env::current_exe().expect("the test binary knows its path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binaries live in <target>/<profile>/deps");
-        let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ is in the workspace");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(workspace)
-            .args(["build", "--quiet", "--package", "berth-runc", "--profile"])
-            .arg(profile)
-            .env("CARGO_TARGET_DIR", profile_dir.parent().expect("<target>"))
-            .status()
-            .expect("cannot run cargo to build berth-runc");
-        assert!(status.success(), "cargo build -p berth-runc failed");
-        let binary = profile_dir.join("berth-runc");
-        assert!(
-            binary.is_file(),
-            "{} is missing after the build (with --target, set BERTH_RUNC)",
-            binary.display()
-        );
-        binary
+        crate::build::workspace_binary("berth-runc")
     })
 }
 // ANCHOR_END: berth_runc

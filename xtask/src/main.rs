@@ -10,12 +10,14 @@
 //! - [`demo`]: builds the test image into a bundle and runs a container from it.
 //! - [`bench`]: runs the benchmarks (`cargo bench`); speed targets live there, never in tests.
 //! - [`book`]: builds the mdBook and checks every link in it.
+//! - [`captures`]: runs the book's experiments and saves their output for it to include.
 //! - [`chapter_diff`]: each chapter's `DIFF.md` from the chapter before, and the check
 //!   that they are current.
 //! - [`cmd`]: running commands loudly, so a reader of the log sees what happened.
 
 mod bench;
 mod book;
+mod captures;
 mod chapter_diff;
 mod cmd;
 mod demo;
@@ -25,7 +27,7 @@ mod test;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "berth's project driver: setup, demo, test, bench, book, chapter-diff")]
+#[command(about = "berth's project driver: setup, demo, test, bench, book, captures, chapter-diff")]
 struct Args {
     #[command(subcommand)]
     command: Task,
@@ -43,6 +45,8 @@ enum Task {
     Bench,
     /// Build the book into book/build and check its links.
     Book,
+    /// Run the book's experiments and save their output under book/src/captured/.
+    Captures,
     /// Write each chapter's DIFF.md (the diff from the chapter before it).
     ChapterDiff {
         /// Fail if a DIFF.md is stale instead of rewriting it.
@@ -58,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => demo::run(),
         Task::Bench => bench::run(),
         Task::Book => book::run(),
+        Task::Captures => captures::run(),
         Task::ChapterDiff { check } => chapter_diff::run(check),
     }
 }
