@@ -47,15 +47,24 @@ const PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "headless browser for the trace visualizer's page tests",
     ),
+    (
+        "python3-venv",
+        "a virtual environment for Python's OpenTelemetry SDK, the foreign exporter in berth-viz's tests",
+    ),
 ];
 // ANCHOR_END: packages
 
 /// Cargo tools, pinned so every machine renders the book the same way.
 const MDBOOK_VERSION: &str = "0.5.4";
 
+/// Python's OpenTelemetry SDK and OTLP/HTTP exporter (from PyPI, released together),
+/// pinned: berth-viz's receiver must take what an SDK berth did not write sends.
+const OTEL_PYTHON_VERSION: &str = "1.45.2";
+
 pub fn run() -> anyhow::Result<()> {
     install_packages()?;
     install_mdbook()?;
+    install_otel_python()?;
     build_test_image()
 }
 
@@ -101,6 +110,39 @@ fn install_mdbook() -> anyhow::Result<()> {
     }
     eprintln!("setup: installing {wanted}: it builds the book (found: {current:?})");
     cmd::run(cmd::cargo().args(["install", "--locked", "mdbook", "--version", MDBOOK_VERSION]))
+}
+
+/// A virtual environment under `target/` with Python's OpenTelemetry SDK, for
+/// `viz/tests/foreign_python.rs`. Made once; the tests then run offline. Debian's own
+/// Python (not whatever `python3` is first on `PATH`), so every machine gets the same.
+fn install_otel_python() -> anyhow::Result<()> {
+    let venv = cmd::root().join("target/viz-otel-venv");
+    let python = venv.join("bin/python");
+    let wanted = format!("opentelemetry-sdk {OTEL_PYTHON_VERSION}");
+    let check = "import opentelemetry.exporter.otlp.proto.http, importlib.metadata as m; \
+                 print('opentelemetry-sdk', m.version('opentelemetry-sdk'))";
+    let current = cmd::output(Command::new(&python).args(["-c", check]));
+    if current.as_deref().map(str::trim) == Some(wanted.as_str()) {
+        eprintln!("setup: {wanted} present in {}", venv.display());
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing {wanted} into {}: the foreign exporter of berth-viz's tests",
+        venv.display()
+    );
+    cmd::run(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
+    cmd::run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("opentelemetry-sdk=={OTEL_PYTHON_VERSION}"))
+            .arg(format!(
+                "opentelemetry-exporter-otlp-proto-http=={OTEL_PYTHON_VERSION}"
+            )),
+    )
 }
 
 /// Builds the test image afresh: it is quick, and an upgraded busybox-static then

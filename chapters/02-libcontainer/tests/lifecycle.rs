@@ -168,13 +168,13 @@ fn each_request_is_one_trace_across_client_and_daemon() {
         client.into_iter().any(|request| {
             spans
                 .iter()
-                .any(|s| s.name == "api" && s.parent_span_id == request.span_id)
+                .any(|s| s.name == "GET /containers" && s.parent_span_id == request.span_id)
         })
     });
     let spans: Vec<_> = exports.iter().flat_map(|e| e.spans()).collect();
     let api = spans
         .iter()
-        .find(|s| s.name == "api")
+        .find(|s| s.name == "GET /containers")
         .expect("the daemon's span");
     let request = spans
         .iter()

@@ -283,7 +283,9 @@ impl Daemon {
         let mut words = request.start_line.split(' ');
         let method = words.next().unwrap_or_default().to_string();
         let target = words.next().unwrap_or_default().to_string();
-        let span = tracing::info_span!("api", %method, path = %target);
+        // Named by route, as HTTP servers name their spans, so that the same request
+        // lines up across traces, and across chapters, in a trace viewer.
+        let span = tracing::info_span!("api", otel.name = %route(&method, &target), path = %target);
         berth_trace::set_parent(&span, berth_trace::headers::extract(&request.headers));
         let _entered = span.enter();
 
@@ -559,6 +561,17 @@ fn json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, DaemonError> {
     Ok(serde_json::to_vec(value)?)
 }
 
+/// `POST /containers/{id}/stop` for `POST /containers/web/stop?x=1`: the request's
+/// method and route, without the values that differ from one request to the next.
+fn route(method: &str, target: &str) -> String {
+    let path = target.split('?').next().unwrap_or_default();
+    let mut parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if parts.len() > 1 && parts[0] == "containers" {
+        parts[1] = "{id}";
+    }
+    format!("{method} /{}", parts.join("/"))
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -575,4 +588,23 @@ fn io_at<T>(action: &'static str, path: &Path, result: io::Result<T>) -> Result<
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_are_named_by_route_not_by_container() {
+        assert_eq!(route("POST", "/containers"), "POST /containers");
+        assert_eq!(route("GET", "/containers?all=1"), "GET /containers");
+        assert_eq!(
+            route("POST", "/containers/web/stop"),
+            "POST /containers/{id}/stop"
+        );
+        assert_eq!(
+            route("DELETE", "/containers/web"),
+            "DELETE /containers/{id}"
+        );
+    }
 }

@@ -1,0 +1,212 @@
+//! Two traces side by side: the same `run` in chapter 01 and chapter 03, or a run before
+//! and after a change. Steps are matched by their *path*: the (process, span name) pairs
+//! from the root down to the step, so `berth-runc:create / container init:pivot_root`
+//! in one trace meets the same path in the other, whatever the span ids and start times.
+//! A name repeated under one parent is numbered (`#2`, `#3`) in order of start.
+//!
+//! Processes are matched by `service.name` (not pid, which differs between runs), or by
+//! the recorded-for name of a lane such as `container init`.
+//!
+//! Read next: [`crate::api`], where the page asks for all this.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::view::TraceView;
+
+#[derive(Debug, Serialize)]
+pub struct CompareView {
+    pub a: Side,
+    pub b: Side,
+    /// Steps in tree order: A's steps, with B's extra steps after their predecessor in B.
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Side {
+    pub trace_id: String,
+    pub root_name: String,
+    pub duration_us: u64,
+    pub span_count: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Step {
+    /// The matching key: `process:name` pairs from the root, joined by ` / `.
+    pub path: String,
+    pub depth: usize,
+    pub name: String,
+    pub process: String,
+    /// The lane colour, as in the trace view.
+    pub color: usize,
+    pub a: Option<Timing>,
+    pub b: Option<Timing>,
+    /// `b.duration_us - a.duration_us`, when both have the step.
+    pub diff_us: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    pub span: String,
+    pub start_us: u64,
+    pub duration_us: u64,
+    pub self_us: u64,
+}
+
+struct Keyed {
+    path: String,
+    depth: usize,
+    name: String,
+    process: String,
+    color: usize,
+    timing: Timing,
+}
+
+// ANCHOR: step_paths
+/// Each span of `view` with its path key, in tree order.
+fn keyed(view: &TraceView) -> Vec<Keyed> {
+    let mut path_of: HashMap<&str, String> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for span in &view.spans {
+        let lane = &view.lanes[span.lane];
+        let process = match lane.recorded_by {
+            Some(_) => lane.name.clone(),
+            None => lane.service.clone(),
+        };
+        let step = format!("{process}:{}", span.name);
+        let parent = span.parent.as_deref().and_then(|p| path_of.get(p));
+        let mut path = match parent {
+            Some(parent) => format!("{parent} / {step}"),
+            None => step,
+        };
+        let n = seen.entry(path.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            path = format!("{path}#{n}");
+        }
+        path_of.insert(&span.id, path.clone());
+        out.push(Keyed {
+            path,
+            depth: span.depth,
+            name: span.name.clone(),
+            process,
+            color: lane.color,
+            timing: Timing {
+                span: span.id.clone(),
+                start_us: span.start_us,
+                duration_us: span.duration_us,
+                self_us: span.self_us,
+            },
+        });
+    }
+    out
+}
+// ANCHOR_END: step_paths
+
+fn side(view: &TraceView) -> Side {
+    Side {
+        trace_id: view.trace_id.clone(),
+        root_name: view
+            .spans
+            .first()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        duration_us: view.duration_us,
+        span_count: view.spans.len(),
+    }
+}
+
+/// Aligns `b` against `a`.
+pub fn compare(a: &TraceView, b: &TraceView) -> CompareView {
+    let a_steps = keyed(a);
+    let b_steps = keyed(b);
+    let mut steps: Vec<Step> = a_steps
+        .into_iter()
+        .map(|k| Step {
+            path: k.path,
+            depth: k.depth,
+            name: k.name,
+            process: k.process,
+            color: k.color,
+            a: Some(k.timing),
+            b: None,
+            diff_us: None,
+        })
+        .collect();
+    // Merge B in: a step both have gets B's timing; a step only B has goes right after
+    // the step that precedes it in B, so it lands under its parent.
+    let mut insert_at = 0;
+    for k in b_steps {
+        match steps.iter().position(|s| s.path == k.path) {
+            Some(at) => {
+                steps[at].b = Some(k.timing);
+                insert_at = at + 1;
+            }
+            None => {
+                steps.insert(
+                    insert_at,
+                    Step {
+                        path: k.path,
+                        depth: k.depth,
+                        name: k.name,
+                        process: k.process,
+                        color: k.color,
+                        a: None,
+                        b: Some(k.timing),
+                        diff_us: None,
+                    },
+                );
+                insert_at += 1;
+            }
+        }
+    }
+    for step in &mut steps {
+        if let (Some(a), Some(b)) = (&step.a, &step.b) {
+            step.diff_us = Some(b.duration_us as i64 - a.duration_us as i64);
+        }
+    }
+    CompareView {
+        a: side(a),
+        b: side(b),
+        steps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::to_traces;
+    use crate::testdata;
+    use crate::view::build;
+
+    #[test]
+    fn compare_snapshot() {
+        let a = build(&to_traces(testdata::container_start())[0]);
+        let b = build(&to_traces(testdata::slower_container_start())[0]);
+        insta::assert_json_snapshot!(compare(&a, &b));
+    }
+
+    #[test]
+    fn steps_match_by_path_and_extra_steps_sit_under_their_parent() {
+        let a = build(&to_traces(testdata::container_start())[0]);
+        let b = build(&to_traces(testdata::slower_container_start())[0]);
+        let view = compare(&a, &b);
+        let pull = view
+            .steps
+            .iter()
+            .position(|s| s.name == "pull busybox")
+            .unwrap();
+        assert_eq!(view.steps[pull - 1].name, "POST /containers/create");
+        assert!(view.steps[pull].a.is_none());
+        let clone = view.steps.iter().find(|s| s.name == "clone").unwrap();
+        assert_eq!(clone.diff_us, Some(300));
+        assert_eq!(
+            clone.path,
+            "berth:run / berthd:POST /containers/{id}/start / \
+             berth-containerd:containerd.services.tasks.v1.Tasks/Create / \
+             berth-shim:containerd.task.v2.Task/Create / berth-runc:create / berth-runc:clone"
+        );
+    }
+}
