@@ -78,7 +78,11 @@ trap cleanup EXIT
 # The token is the counter's `$1`: a way to find its process on the host.
 token="lab-counter-$$"
 counter='trap "exit 0" TERM; i=0; while true; do echo tick $i; i=$((i+1)); usleep 100000; done'
-container_pid() { pgrep -f -- "$token" | head -n 1; }
+# The oldest process whose command line *starts* with the counter's shell: not
+# lxc-execute or LXC's init (chapter 01), whose arguments carry the same command, and not
+# a child the shell has just forked for `usleep`, which is newer.
+container_pid() { pgrep -o -f -- "^(/bin/)?sh -c .*$token" || true; }
+container_started() { [ -n "$(container_pid)" ]; }
 log_lines() { engine logs counter 2>/dev/null | wc -l; }
 
 say "Chapter $chapter: start the daemon and run a container that ticks every 100 ms"
@@ -87,7 +91,7 @@ show "$bin load busybox.tar"
 engine load "$image"
 show "$bin run -d --name counter busybox sh -c '$counter' counter $token"
 engine run -d --name counter busybox sh -c "$counter" counter "$token" >/dev/null
-wait_until test -n "$(container_pid)"
+wait_until container_started
 sleep 1
 show "$bin ps"
 engine ps
@@ -108,8 +112,8 @@ for victim in $victims; do
     wait_until sh -c "! kill -0 $victim 2>/dev/null || grep -qs '^State:.*Z' /proc/$victim/status"
 done
 sleep 1
-show "pgrep -f $token"
-pgrep -f -- "$token" || echo "(nothing: the counter is gone)"
+show "ps -o pid,ppid,args -p $pid"
+ps -o pid,ppid,args -p "$pid" | cut -c1-100 || echo "(nothing: the counter is gone)"
 
 say "Start the daemon again and look"
 start_daemon

@@ -162,7 +162,8 @@ impl Step {
     fn from_byte(byte: u8) -> Option<Step> {
         Step::ALL.get(byte as usize).copied()
     }
-} // ANCHOR_END: handshake
+}
+// ANCHOR_END: handshake
 
 /// Everything the child needs, made before the clone. After it the child is a copy of
 /// a multi-threaded process with only one thread: had another thread held the
