@@ -55,9 +55,18 @@ export async function renderTrace(main, id) {
 
   function draw(focus = false) {
     tree.classList.toggle('show-critical', state.critical);
+    // Redrawing replaces every row: if the keyboard was in the tree (a zoom, a pan,
+    // `c`), it must land on the new selected row, not fall back to <body>.
+    const hadFocus = tree.contains(document.activeElement);
+    const visible = visibleSpans();
+    // A collapsed ancestor may have hidden the selected span: the selection moves up
+    // to the nearest row still shown, so that the keys have a row to start from.
+    let selected = byId.get(state.selected);
+    while (selected && !visible.includes(selected) && byId.has(selected.parent)) selected = byId.get(selected.parent);
+    if (selected && visible.includes(selected)) state.selected = selected.id;
     const rows = [];
     let previousLane = null;
-    for (const span of visibleSpans()) {
+    for (const span of visible) {
       const lane = trace.lanes[span.lane];
       const firstOfRun = span.lane !== previousLane;
       previousLane = span.lane;
@@ -70,7 +79,7 @@ export async function renderTrace(main, id) {
     if (current) {
       current.tabIndex = 0;
       current.setAttribute('aria-selected', 'true');
-      if (focus) current.focus();
+      if (focus || hadFocus) current.focus();
     }
     renderDetails(details, trace, byId.get(state.selected));
   }

@@ -5,7 +5,11 @@
 //! A name repeated under one parent is numbered (`#2`, `#3`) in order of start.
 //!
 //! Processes are matched by `service.name` (not pid, which differs between runs), or by
-//! the recorded-for name of a lane such as `container init`.
+//! the recorded-for name of a lane such as `container init`. A step that finds no such
+//! match is then matched by its span names alone, from the root down: that is how the
+//! same `run` lines up between chapters whose processes are named differently (chapter
+//! 01's daemon is `lxc-era`, chapter 03's is `split-era-daemon`), and how a step that
+//! moved to another process still meets its old self.
 //!
 //! Read next: [`crate::api`], where the page asks for all this.
 
@@ -35,6 +39,9 @@ pub struct Side {
 pub struct Step {
     /// The matching key: `process:name` pairs from the root, joined by ` / `.
     pub path: String,
+    /// The second key: the span names alone from the root, for steps the first misses.
+    #[serde(skip)]
+    names: String,
     pub depth: usize,
     pub name: String,
     pub process: String,
@@ -56,6 +63,7 @@ pub struct Timing {
 
 struct Keyed {
     path: String,
+    names: String,
     depth: usize,
     name: String,
     process: String,
@@ -66,8 +74,9 @@ struct Keyed {
 // ANCHOR: step_paths
 /// Each span of `view` with its path key, in tree order.
 fn keyed(view: &TraceView) -> Vec<Keyed> {
-    let mut path_of: HashMap<&str, String> = HashMap::new();
+    let mut path_of: HashMap<&str, (String, String)> = HashMap::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen_names: HashMap<String, usize> = HashMap::new();
     let mut out = Vec::new();
     for span in &view.spans {
         let lane = &view.lanes[span.lane];
@@ -77,18 +86,19 @@ fn keyed(view: &TraceView) -> Vec<Keyed> {
         };
         let step = format!("{process}:{}", span.name);
         let parent = span.parent.as_deref().and_then(|p| path_of.get(p));
-        let mut path = match parent {
-            Some(parent) => format!("{parent} / {step}"),
-            None => step,
+        let (path, names) = match parent {
+            Some((path, names)) => (
+                format!("{path} / {step}"),
+                format!("{names} / {}", span.name),
+            ),
+            None => (step, span.name.clone()),
         };
-        let n = seen.entry(path.clone()).or_insert(0);
-        *n += 1;
-        if *n > 1 {
-            path = format!("{path}#{n}");
-        }
-        path_of.insert(&span.id, path.clone());
+        let path = numbered(&mut seen, path);
+        let names = numbered(&mut seen_names, names);
+        path_of.insert(&span.id, (path.clone(), names.clone()));
         out.push(Keyed {
             path,
+            names,
             depth: span.depth,
             name: span.name.clone(),
             process,
@@ -105,6 +115,17 @@ fn keyed(view: &TraceView) -> Vec<Keyed> {
 }
 // ANCHOR_END: step_paths
 
+/// `key`, or `key#n` for the n-th time it is seen: a name repeated under one parent.
+fn numbered(seen: &mut HashMap<String, usize>, key: String) -> String {
+    let n = seen.entry(key.clone()).or_insert(0);
+    *n += 1;
+    if *n > 1 {
+        format!("{key}#{n}")
+    } else {
+        key
+    }
+}
+
 fn side(view: &TraceView) -> Side {
     Side {
         trace_id: view.trace_id.clone(),
@@ -120,12 +141,12 @@ fn side(view: &TraceView) -> Side {
 
 /// Aligns `b` against `a`.
 pub fn compare(a: &TraceView, b: &TraceView) -> CompareView {
-    let a_steps = keyed(a);
     let b_steps = keyed(b);
-    let mut steps: Vec<Step> = a_steps
+    let mut steps: Vec<Step> = keyed(a)
         .into_iter()
         .map(|k| Step {
             path: k.path,
+            names: k.names,
             depth: k.depth,
             name: k.name,
             process: k.process,
@@ -135,33 +156,49 @@ pub fn compare(a: &TraceView, b: &TraceView) -> CompareView {
             diff_us: None,
         })
         .collect();
-    // Merge B in: a step both have gets B's timing; a step only B has goes right after
-    // the step that precedes it in B, so it lands under its parent.
-    let mut insert_at = 0;
-    for k in b_steps {
-        match steps.iter().position(|s| s.path == k.path) {
-            Some(at) => {
-                steps[at].b = Some(k.timing);
-                insert_at = at + 1;
-            }
-            None => {
-                steps.insert(
-                    insert_at,
-                    Step {
-                        path: k.path,
-                        depth: k.depth,
-                        name: k.name,
-                        process: k.process,
-                        color: k.color,
-                        a: None,
-                        b: Some(k.timing),
-                        diff_us: None,
-                    },
-                );
-                insert_at += 1;
-            }
+    // Which of A's steps each of B's meets: first by path, then, among A's steps still
+    // alone, by span names.
+    let mut matched: Vec<Option<usize>> = b_steps
+        .iter()
+        .map(|k| steps.iter().position(|s| s.path == k.path))
+        .collect();
+    for (i, k) in b_steps.iter().enumerate() {
+        if matched[i].is_none() {
+            matched[i] = (0..steps.len())
+                .find(|at| steps[*at].names == k.names && !matched.contains(&Some(*at)));
         }
     }
+    // Merge B in: a step both have gets B's timing; a step only B has goes right after
+    // the step that precedes it in B, so it lands under its parent.
+    let mut after: Vec<Vec<Step>> = (0..=steps.len()).map(|_| Vec::new()).collect();
+    let mut anchor = 0; // 0: before A's first step; i + 1: after A's step i.
+    for (k, at) in b_steps.into_iter().zip(matched) {
+        match at {
+            Some(at) => {
+                steps[at].b = Some(k.timing);
+                anchor = at + 1;
+            }
+            None => after[anchor].push(Step {
+                path: k.path,
+                names: k.names,
+                depth: k.depth,
+                name: k.name,
+                process: k.process,
+                color: k.color,
+                a: None,
+                b: Some(k.timing),
+                diff_us: None,
+            }),
+        }
+    }
+    let mut merged = Vec::with_capacity(steps.len());
+    let mut after = after.into_iter();
+    merged.extend(after.next().unwrap_or_default());
+    for (step, extra) in steps.into_iter().zip(after) {
+        merged.push(step);
+        merged.extend(extra);
+    }
+    let mut steps = merged;
     for step in &mut steps {
         if let (Some(a), Some(b)) = (&step.a, &step.b) {
             step.diff_us = Some(b.duration_us as i64 - a.duration_us as i64);
@@ -208,5 +245,35 @@ mod tests {
              berth-containerd:containerd.services.tasks.v1.Tasks/Create / \
              berth-shim:containerd.task.v2.Task/Create / berth-runc:create / berth-runc:clone"
         );
+    }
+
+    #[test]
+    fn steps_of_differently_named_processes_meet_by_span_names() {
+        let a = build(&to_traces(testdata::container_start())[0]);
+        // The same run, every process renamed, as another chapter names its binaries.
+        let mut renamed = testdata::slower_container_start();
+        for received in &mut renamed {
+            for attribute in &mut received.process.attributes {
+                if attribute.key == "service.name" {
+                    let crate::model::Value::String(name) = &attribute.value else {
+                        continue;
+                    };
+                    attribute.value = crate::model::Value::String(format!("other-{name}"));
+                }
+            }
+        }
+        let b = build(&to_traces(renamed)[0]);
+        let view = compare(&a, &b);
+        let clone = view.steps.iter().find(|s| s.name == "clone").unwrap();
+        assert!(clone.a.is_some() && clone.b.is_some(), "{:?}", clone.path);
+        assert_eq!(clone.diff_us, Some(300));
+        // Matched steps are not listed twice, and B's extra step still sits in place.
+        assert_eq!(view.steps.iter().filter(|s| s.name == "clone").count(), 1);
+        let pull = view
+            .steps
+            .iter()
+            .position(|s| s.name == "pull busybox")
+            .unwrap();
+        assert_eq!(view.steps[pull - 1].name, "POST /containers/create");
     }
 }

@@ -3,62 +3,16 @@
 //! they rendered: lanes, spans, seams, the critical path, the compare view. One test
 //! also saves the screenshot the book shows (`book/src/images/berth-viz-trace.png`).
 //!
-//! No CDP client: Chromium's `--dump-dom` prints the DOM once the page is idle, and
+//! No CDP client here: Chromium's `--dump-dom` prints the DOM once the page is idle, and
 //! `--virtual-time-budget` lets the page's fetches and scripts run to the end first.
 //! The page marks `<body data-ready="trace">` (or `compare`) when it has drawn.
+//! (`keyboard.rs` presses keys, which needs the DevTools protocol: `common/cdp.rs`.)
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{fixture, workspace, Viz, PATIENCE};
-
-/// Runs Chromium headless on `url` with `extra` flags; returns its stdout.
-fn chromium(url: &str, extra: &[String]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1400,900",
-            "--virtual-time-budget=10000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        // To a file, not a pipe: nothing has to read while we wait.
-        .stdout(out.reopen().unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run chromium (Debian's `chromium` package; `cargo xtask setup` installs it)");
-    let deadline = Instant::now() + PATIENCE * 2;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "chromium failed ({status}) on {url}");
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish with {url} in {:?}", PATIENCE * 2);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::fs::read_to_string(out.path()).unwrap()
-}
-
-fn dump_dom(url: &str) -> String {
-    chromium(url, &["--dump-dom".to_string()])
-}
+use common::{chromium, dump_dom, fixture, workspace, Viz};
 
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()

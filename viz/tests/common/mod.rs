@@ -5,13 +5,15 @@
 
 #![allow(dead_code)] // each test file uses a different part of this
 
+pub mod cdp;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -196,4 +198,51 @@ pub fn workspace() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// Runs Debian's Chromium headless (no CDP: it loads the page, runs it to the end of
+/// `--virtual-time-budget`, and exits), on a fresh profile, on `url` with `extra` flags; returns its stdout.
+pub fn chromium(url: &str, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1400,900",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        // To a file, not a pipe: nothing has to read while we wait.
+        .stdout(out.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run chromium (Debian's `chromium` package; `cargo xtask setup` installs it)");
+    let deadline = Instant::now() + PATIENCE * 2;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "chromium failed ({status}) on {url}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish with {url} in {:?}", PATIENCE * 2);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(out.path()).unwrap()
+}
+
+/// The DOM the page drew at `url`, once it was idle.
+pub fn dump_dom(url: &str) -> String {
+    chromium(url, &["--dump-dom".to_string()])
 }
