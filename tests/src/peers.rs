@@ -330,10 +330,26 @@ pub struct Containerd {
     dir: PathBuf,
     cgroup: CgroupParent,
     daemon: Daemon,
+    config: PathBuf,
+    bin_dir: Option<PathBuf>,
+}
+
+/// This process's `PATH` with `dir` in front.
+fn path_starting_with(dir: &Path) -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path));
+    std::env::join_paths(dirs).expect("PATH entries without ':'")
 }
 
 impl Containerd {
     pub fn start(dir: &Path) -> Containerd {
+        Containerd::start_with_path(dir, None)
+    }
+
+    /// Starts containerd with `bin_dir` first on its `PATH`: containerd finds a shim
+    /// for runtime `io.containerd.NAME.v2` as `containerd-shim-NAME-v2` on its PATH, so
+    /// a test that puts one there (berth-shim, say) gets it used.
+    pub fn start_with_path(dir: &Path, bin_dir: Option<&Path>) -> Containerd {
         fs::create_dir_all(dir).expect("create containerd's directory");
         let dir = fs::canonicalize(dir).expect("resolve containerd's directory");
         let dir = dir.as_path();
@@ -356,6 +372,9 @@ impl Containerd {
         .expect("write containerd config");
         let mut cmd = Command::new(binary);
         cmd.arg("--config").arg(&config);
+        if let Some(bin_dir) = bin_dir {
+            cmd.env("PATH", path_starting_with(bin_dir));
+        }
         let mut daemon = Daemon::spawn("containerd", cmd, dir.join("containerd.log"));
         daemon.wait_for_socket(&socket);
         Containerd {
@@ -363,7 +382,57 @@ impl Containerd {
             dir: dir.to_owned(),
             cgroup: CgroupParent::new(),
             daemon,
+            config,
+            bin_dir: bin_dir.map(Path::to_owned),
         }
+    }
+
+    /// SIGKILLs containerd, as a crash would: no cleanup, its shims left running.
+    pub fn kill(&mut self) {
+        let _ = self.daemon.child.kill();
+        let _ = self.daemon.child.wait();
+    }
+
+    /// Starts containerd again with the same configuration, after [`kill`](Self::kill):
+    /// a restarted containerd finds its shims again through their `address` files.
+    pub fn restart(&mut self) {
+        self.daemon.stop();
+        let mut cmd = Command::new(require("containerd"));
+        cmd.arg("--config").arg(&self.config);
+        if let Some(bin_dir) = &self.bin_dir {
+            cmd.env("PATH", path_starting_with(bin_dir));
+        }
+        // Appended to, so the log of the first run stays readable after a failure.
+        let log = self.dir.join("containerd.log");
+        let out = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log)
+            .expect("open containerd's log");
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot restart containerd: {e}"));
+        self.daemon = Daemon {
+            child,
+            name: "containerd",
+            log,
+        };
+        let socket = self.socket.clone();
+        self.daemon.wait_for_socket(&socket);
+    }
+
+    /// containerd's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        self.daemon.log_text()
+    }
+
+    /// The directory everything of this containerd lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The cgroup to put this containerd's containers in (`ctr run --cgroup`).

@@ -1,0 +1,123 @@
+//! Memory per shim: berth-shim against containerd-shim-runc-v2, one run, one machine.
+//!
+//! One real containerd (isolated, see `berth_tests::peers`) starts 20 containers of
+//! `sleep` under berth-shim (runtime `io.containerd.berth.v2`, with berth-runc) and 20
+//! under containerd's own runc shim (with the real runc), then reads each shim's
+//! `/proc/PID/smaps_rollup`. RSS counts every page a shim has in memory; PSS divides
+//! the pages shared between processes (the binary's code, the C library) among those
+//! sharing them, so PSS is what one more container really costs. The targets (berth-shim
+//! under 3 MB RSS and 1 MB PSS) are printed, never asserted.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use berth_tests::build::workspace_binary;
+use berth_tests::images::busybox;
+use berth_tests::peers::{run_ok, Containerd};
+use berth_tests::runtime::berth_runc;
+
+const CONTAINERS: usize = 20;
+const IMAGE: &str = "docker.io/library/busybox:latest";
+const NAMESPACE: &str = "bench";
+
+/// `(Rss, Pss)` in kB from `/proc/PID/smaps_rollup`.
+fn memory_kb(pid: i32) -> (u64, u64) {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+/// Pids of the processes whose program (first word of the command line) ends with one
+/// of `programs`, and whose command line names `dir`. (The serving berth-shim runs as
+/// `berth-shim`: `start` re-executes its own binary, whatever name it was run by.)
+fn shims(programs: &[&str], dir: &Path) -> Vec<i32> {
+    let needle = format!("{}/", dir.display());
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let first = cmdline.split(' ').next().unwrap_or_default();
+            (programs.iter().any(|p| first.ends_with(p)) && cmdline.contains(&needle))
+                .then_some(pid)
+        })
+        .collect()
+}
+
+fn report(name: &str, pids: &[i32]) {
+    let samples: Vec<(u64, u64)> = pids.iter().map(|&pid| memory_kb(pid)).collect();
+    let mean = |f: fn(&(u64, u64)) -> u64| {
+        samples.iter().map(f).sum::<u64>() as f64 / samples.len().max(1) as f64 / 1024.0
+    };
+    println!(
+        "{name:<24} {:>2} shims   RSS {:>6.2} MB   PSS {:>6.2} MB   (per shim, mean)",
+        samples.len(),
+        mean(|s| s.0),
+        mean(|s| s.1)
+    );
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = workspace_binary("berth-shim");
+    berth_runc();
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-berth-v2")).unwrap();
+    let containerd = Containerd::start_with_path(&dir.path().join("c"), Some(&bin));
+    let ctr = || containerd.ctr(NAMESPACE);
+    let archive = busybox().archive.to_str().unwrap().to_owned();
+    run_ok(ctr().args(["images", "import", &archive]));
+
+    let run = |runtime: &[&str], id: &str| -> Command {
+        let mut cmd = ctr();
+        cmd.args(["run", "--detach"])
+            .args(runtime)
+            .arg("--cgroup")
+            .arg(format!("{}/{id}", containerd.cgroup_parent().path()))
+            .arg("--fifo-dir")
+            .arg(containerd.fifo_dir())
+            .args([IMAGE, id, "sleep", "100000"]);
+        cmd
+    };
+    let runc_root = dir.path().join("runc");
+    let runc_root = runc_root.to_str().unwrap();
+    for n in 0..CONTAINERS {
+        run_ok(&mut run(
+            &["--runtime", "io.containerd.berth.v2"],
+            &format!("berth-{n}"),
+        ));
+        run_ok(&mut run(
+            &[
+                "--runtime",
+                "io.containerd.runc.v2",
+                "--runc-root",
+                runc_root,
+            ],
+            &format!("runc-{n}"),
+        ));
+    }
+    println!("{CONTAINERS} containers of `sleep` under each shim:");
+    report(
+        "berth-shim",
+        &shims(
+            &["berth-shim", "containerd-shim-berth-v2"],
+            containerd.dir(),
+        ),
+    );
+    report(
+        "containerd-shim-runc-v2",
+        &shims(&["containerd-shim-runc-v2"], containerd.dir()),
+    );
+    println!("target for berth-shim: RSS < 3 MB, PSS < 1 MB");
+    // Dropping the containerd kills the containers and deletes the tasks.
+}
