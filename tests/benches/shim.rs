@@ -7,6 +7,19 @@
 //! the pages shared between processes (the binary's code, the C library) among those
 //! sharing them, so PSS is what one more container really costs. The targets (berth-shim
 //! under 3 MB RSS and 1 MB PSS) are printed, never asserted.
+//!
+//! Measured here (per shim, mean of 20; containerd-shim-runc-v2: 12.89 MB RSS, 2.91 MB PSS):
+//!
+//! | berth-shim | RSS | PSS |
+//! | --- | --- | --- |
+//! | PIE, as first built | 3.98 MB | 0.57 MB |
+//! | linked `-no-pie` (engine/shim/build.rs) | 3.83 MB | 0.45 MB |
+//!
+//! (`opt-level = "s"` for the shim's own crate was tried too: 3.97 MB, 0.58 MB, no gain.)
+//!
+//! Of the RSS, about 1.8 MB is libc, the loader and libgcc_s (shared with every
+//! process), about 2 MB the shim's code and read-only data (shared by all shims), and
+//! about 0.3 MB the shim's own (heap, thread stacks, writable data): see book/src/shim.md.
 
 use std::fs;
 use std::path::Path;

@@ -106,8 +106,14 @@ impl Daemon {
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         // The berth binaries a peer runs (berth-runc under a shim) inherit its
-        // environment, and must never export spans to a collector the developer runs.
-        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        // environment, and must never export spans to a collector the developer runs;
+        // only a test that names a receiver on purpose (a tracing test) keeps one.
+        let chosen = cmd
+            .get_envs()
+            .any(|(key, value)| key == "OTEL_EXPORTER_OTLP_ENDPOINT" && value.is_some());
+        if !chosen {
+            cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -332,6 +338,8 @@ pub struct Containerd {
     daemon: Daemon,
     config: PathBuf,
     bin_dir: Option<PathBuf>,
+    /// Variables added to containerd's environment (see [`Containerd::start_with_env`]).
+    env: Vec<(String, String)>,
 }
 
 /// This process's `PATH` with `dir` in front.
@@ -350,6 +358,14 @@ impl Containerd {
     /// for runtime `io.containerd.NAME.v2` as `containerd-shim-NAME-v2` on its PATH, so
     /// a test that puts one there (berth-shim, say) gets it used.
     pub fn start_with_path(dir: &Path, bin_dir: Option<&Path>) -> Containerd {
+        Containerd::start_with_env(dir, bin_dir, &[])
+    }
+
+    /// [`start_with_path`](Self::start_with_path), with `env` added to containerd's
+    /// environment. containerd passes its environment on to the shims it starts, and
+    /// they to the runtime: this is how a tracing test gives berth-shim and berth-runc
+    /// an `OTEL_EXPORTER_OTLP_ENDPOINT` (which is otherwise always removed).
+    pub fn start_with_env(dir: &Path, bin_dir: Option<&Path>, env: &[(&str, &str)]) -> Containerd {
         fs::create_dir_all(dir).expect("create containerd's directory");
         let dir = fs::canonicalize(dir).expect("resolve containerd's directory");
         let dir = dir.as_path();
@@ -375,6 +391,7 @@ impl Containerd {
         if let Some(bin_dir) = bin_dir {
             cmd.env("PATH", path_starting_with(bin_dir));
         }
+        cmd.envs(env.iter().copied());
         let mut daemon = Daemon::spawn("containerd", cmd, dir.join("containerd.log"));
         daemon.wait_for_socket(&socket);
         Containerd {
@@ -384,6 +401,10 @@ impl Containerd {
             daemon,
             config,
             bin_dir: bin_dir.map(Path::to_owned),
+            env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
         }
     }
 
@@ -412,7 +433,8 @@ impl Containerd {
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(self.env.iter().map(|(key, value)| (key, value)));
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot restart containerd: {e}"));

@@ -530,3 +530,51 @@ fn an_exec_of_a_missing_program_fails_with_the_reason() {
     lab.wait_for_status(id, "STOPPED");
     assert_eq!(lab.exit_status_then_remove(id), 137);
 }
+
+/// A container that outgrows its memory limit is killed by the kernel's OOM killer;
+/// the shim hears it from the memory cgroup and tells containerd (`/tasks/oom`), before
+/// the exit (status 137, SIGKILL's) of the process the OOM killer took.
+#[test]
+fn an_oom_kill_is_a_task_oom_event_then_exit_status_137() {
+    let lab = Lab::start();
+    let id = "oom";
+    // `ctr events` prints each event as one line; into a file, not a pipe (see
+    // `peers::output`). It is subscribed once it shows an event the test causes.
+    let log = lab.dir.path().join("events");
+    let mut events = lab
+        .ctr(["events"])
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = || fs::read_to_string(&log).unwrap_or_default();
+    wait_until("`ctr events` is subscribed", || {
+        let _ = peers::output(&mut lab.ctr(["namespaces", "label", NAMESPACE, "oom=test"]));
+        seen().contains("/namespaces/update")
+    });
+
+    // `tail` keeps the last line of a stream that has no line end: all of /dev/zero.
+    let out = peers::output(&mut lab.run(
+        &["--rm", "--memory-limit", "16777216"],
+        id,
+        &["sh", "-c", "tail /dev/zero"],
+    ));
+    wait_until("the task's events are shown", || {
+        seen().contains("/tasks/delete")
+    });
+    let _ = events.kill();
+    let _ = events.wait();
+    let log = seen();
+    assert_eq!(out.status, 137, "{out}\n{log}\n{}", lab.containerd.log());
+    let position = |topic: &str| {
+        log.lines()
+            .position(|line| line.contains(topic) && line.contains(&format!("\"{id}\"")))
+            .unwrap_or_else(|| panic!("no {topic} event for {id}:\n{log}"))
+    };
+    assert!(
+        position("/tasks/oom") < position("/tasks/exit"),
+        "the OOM is announced before the exit:\n{log}"
+    );
+    lab.assert_clean();
+}

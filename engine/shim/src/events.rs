@@ -2,8 +2,8 @@
 //!
 //! containerd learns what happens to a task from the shim's events: `/tasks/create`,
 //! `/tasks/start`, `/tasks/exit`, `/tasks/delete`, `/tasks/exec-added`,
-//! `/tasks/exec-started`, `/tasks/paused`, `/tasks/resumed` (and `/tasks/oom` in the
-//! real shim: berth-shim does not watch the cgroup's memory events yet). Each is a
+//! `/tasks/exec-started`, `/tasks/paused`, `/tasks/resumed` and `/tasks/oom` (from the
+//! main loop, see [`crate::oom`]). Each is a
 //! protobuf message in an `Envelope` (namespace, topic, time), sent as one ttrpc
 //! request, `containerd.services.events.ttrpc.v1.Events/Forward`, to the address in
 //! `TTRPC_ADDRESS` (containerd's ttrpc socket).

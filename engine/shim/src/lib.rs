@@ -15,6 +15,7 @@
 //!   its own with the listening socket passed down, the `address` file.
 //! - [`cleanup`]: the `delete` action, run by containerd when a shim died.
 //! - [`serve`]: the long-running shim: subreaper, signals, the ttrpc server, the main loop.
+//! - [`poller`]: the main loop's epoll: child exits, Shutdown, and OOMs, in one wait.
 //! - [`reaper`]: every child exit, routed to whoever waits for it: a runtime command
 //!   or a container process.
 //! - [`task`]: the `containerd.task.v2.Task` service, method by method.
@@ -24,6 +25,7 @@
 //! - [`stdio`]: the fifos containerd names, and the pty for `terminal` processes.
 //! - [`rootfs`]: mounting and unmounting the container's root filesystem.
 //! - [`events`]: task events, forwarded to containerd over ttrpc.
+//! - [`oom`]: the container's memory cgroup, watched for OOMs (`/tasks/oom`).
 //! - [`names`]: the protobuf names containerd reads from each `Any` the shim sends.
 //! - [`stats`]: the runtime's `events --stats`, as containerd's cgroup metrics.
 
@@ -31,7 +33,9 @@ pub mod cleanup;
 pub mod cli;
 pub mod events;
 pub mod names;
+pub mod oom;
 pub mod options;
+pub mod poller;
 pub mod process;
 pub mod reaper;
 pub mod rootfs;

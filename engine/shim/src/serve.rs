@@ -8,13 +8,15 @@
 //! 3. `SIGCHLD` is blocked before any thread exists (threads inherit the mask) and
 //!    read from a signalfd instead, so exits arrive in the main loop and nowhere else;
 //! 4. the ttrpc server starts its threads, and the main thread becomes the main loop:
-//!    reap every exited child, route it (see [`crate::reaper`]), until Shutdown.
+//!    reap every exited child, route it (see [`crate::reaper`]), and pass on the
+//!    container's OOMs (see [`crate::oom`]), until Shutdown. It sleeps in one
+//!    `epoll_wait` for all of them ([`crate::poller`]).
 //!
 //! The shim has no other signal handling: containerd dying, or being SIGKILLed, is
 //! nothing the shim needs to notice. Its socket stays; a new containerd reconnects.
 
 use std::fs::OpenOptions;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
@@ -25,9 +27,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 use crate::cli::Flags;
 use crate::events::Publisher;
+use crate::poller::{Poller, Token};
 use crate::reaper::{self, Reaper};
 use crate::start::{self, LISTENER_FD};
-use crate::task::Shim;
+use crate::task::{MainLoop, Shim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -39,6 +42,8 @@ pub enum ServeError {
     Subreaper(std::io::Error),
     #[error("cannot set up the signals the main loop waits for: {0}")]
     Signals(Errno),
+    #[error("cannot set up the main loop's epoll: {0}")]
+    Poll(std::io::Error),
     #[error("cannot serve ttrpc on fd {LISTENER_FD} (was the shim started by `start`?): {0}")]
     Ttrpc(ttrpc::Error),
 }
@@ -64,6 +69,13 @@ pub fn run(flags: &Flags) -> Result<(), ServeError> {
     let socket = start::socket_path(&flags.address, &flags.namespace, &flags.id)?;
     let (wake_read, wake_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ServeError::Signals)?;
+    let poller = Arc::new(Poller::new().map_err(ServeError::Poll)?);
+    poller
+        .add(signals.as_fd(), Token::Signals)
+        .map_err(ServeError::Poll)?;
+    poller
+        .add(wake_read.as_fd(), Token::Wake)
+        .map_err(ServeError::Poll)?;
     let publisher = Publisher::new(std::env::var("TTRPC_ADDRESS").ok(), &flags.namespace);
     let reaper = Arc::new(Reaper::routed());
     let shim = Arc::new(Shim::new(
@@ -73,9 +85,12 @@ pub fn run(flags: &Flags) -> Result<(), ServeError> {
         socket.clone(),
         reaper.clone(),
         publisher,
-        Box::new(move || {
-            let _ = nix::unistd::write(&wake_write, b"x");
-        }),
+        MainLoop {
+            poller: poller.clone(),
+            exit: Box::new(move || {
+                let _ = nix::unistd::write(&wake_write, b"x");
+            }),
+        },
     ));
 
     // Two idle threads: one to sleep in Wait, one for everything else; more are
@@ -89,48 +104,44 @@ pub fn run(flags: &Flags) -> Result<(), ServeError> {
         .set_thread_count_max(3);
     server.start().map_err(ServeError::Ttrpc)?;
 
-    main_loop(&signals, &wake_read, &reaper, &shim);
+    main_loop(&poller, &signals, &reaper, &shim);
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }
 // ANCHOR_END: serve
 
 // ANCHOR: main_loop
-/// Waits for exits and for Shutdown. Each SIGCHLD may stand for several exits (signals
-/// do not queue), so every wake-up reaps until no exited child is left.
-fn main_loop(signals: &SignalFd, wake: &OwnedFd, reaper: &Reaper, shim: &Shim) {
+/// Waits for exits, OOMs and Shutdown. Each SIGCHLD may stand for several exits
+/// (signals do not queue), so every wake-up by the signalfd reaps until no exited
+/// child is left. An OOM is passed on before the exits it woke with: containerd hears
+/// `/tasks/oom` before the `/tasks/exit` of the process the OOM killer took.
+fn main_loop(poller: &Poller, signals: &SignalFd, reaper: &Reaper, shim: &Shim) {
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: signals.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds; no timeout.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            continue; // EINTR
+        let ready = poller.wait();
+        if ready.contains(&Token::Oom) {
+            shim.memory_event();
         }
-        while let Ok(Some(_)) = signals.read_signal() {}
-        loop {
-            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(_) => break,
-            };
-            if !reaper.claim(pid.as_raw(), code) {
-                shim.process_exited(pid.as_raw() as u32, code as u32);
-            }
+        if ready.contains(&Token::Signals) {
+            while let Ok(Some(_)) = signals.read_signal() {}
+            reap(reaper, shim);
         }
-        if fds[1].revents != 0 {
+        if ready.contains(&Token::Wake) {
             return;
+        }
+    }
+}
+
+fn reap(reaper: &Reaper, shim: &Shim) {
+    loop {
+        let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        };
+        if !reaper.claim(pid.as_raw(), code) {
+            shim.process_exited(pid.as_raw() as u32, code as u32);
         }
     }
 }

@@ -22,7 +22,9 @@ use protobuf::MessageField;
 use ttrpc::{Code, TtrpcContext};
 
 use crate::events::{timestamp, Publisher};
+use crate::oom::{self, Readout};
 use crate::options::{OptionsError, RuntimeOptions};
+use crate::poller::{Poller, Token};
 use crate::process::{Process, ProcessError, Status};
 use crate::protos::api::{self, Empty};
 use crate::protos::events::task as ev;
@@ -130,8 +132,17 @@ pub struct Shim {
     state: Mutex<State>,
     changed: Condvar,
     lifecycle: Mutex<()>,
+    main_loop: MainLoop,
+    /// The container's memory cgroup watch, once created (see [`crate::oom`]).
+    oom: Mutex<Option<oom::Watch>>,
+}
+
+/// What the service shares with the main loop ([`crate::serve`]).
+pub struct MainLoop {
+    /// The main loop's epoll, where Create adds the OOM watch.
+    pub poller: Arc<Poller>,
     /// Tells the main loop to end the shim (Shutdown).
-    exit: Box<dyn Fn() + Send + Sync>,
+    pub exit: Box<dyn Fn() + Send + Sync>,
 }
 
 /// A span per method, parented by the caller's `traceparent` (ttrpc metadata).
@@ -163,7 +174,7 @@ impl Shim {
         socket: PathBuf,
         reaper: Arc<Reaper>,
         publisher: Publisher,
-        exit: Box<dyn Fn() + Send + Sync>,
+        main_loop: MainLoop,
     ) -> Shim {
         Shim {
             id,
@@ -175,7 +186,8 @@ impl Shim {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             lifecycle: Mutex::new(()),
-            exit,
+            main_loop,
+            oom: Mutex::new(None),
         }
     }
 
@@ -244,6 +256,50 @@ impl Shim {
     }
     // ANCHOR_END: exited
 
+    // ANCHOR: oom
+    /// Watches the memory cgroup init is in, from the main loop's epoll. A shim that
+    /// cannot watch it still runs the container: it only hears no OOMs, and says so.
+    fn watch_oom(&self, pid: u32) {
+        let watch = match oom::Watch::for_pid(pid) {
+            Ok(Some(watch)) => watch,
+            Ok(None) => return, // no memory controller: nothing to hear
+            Err(e) => {
+                tracing::warn!("task {:?} gets no OOM events: {e}", self.id);
+                return;
+            }
+        };
+        if let Err(e) = self.main_loop.poller.add(watch.fd(), Token::Oom) {
+            tracing::warn!("task {:?} gets no OOM events: epoll: {e}", self.id);
+            return;
+        }
+        *self.oom.lock().unwrap_or_else(PoisonError::into_inner) = Some(watch);
+    }
+
+    /// The main loop's report that the memory cgroup's fd is readable: an OOM is
+    /// announced as `/tasks/oom`; a removed cgroup ends the watch.
+    pub fn memory_event(&self) {
+        let mut oom = self.oom.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(watch) = oom.as_mut() else { return };
+        match watch.read() {
+            Readout::Oom => {
+                drop(oom);
+                let mut event = ev::TaskOOM::new();
+                event.container_id = self.id.clone();
+                self.publisher.queue(topics::TASK_OOM_EVENT_TOPIC, &event);
+                self.publisher.flush();
+            }
+            Readout::Nothing => {}
+            Readout::Gone => self.unwatch_oom(oom.take()),
+        }
+    }
+
+    fn unwatch_oom(&self, watch: Option<oom::Watch>) {
+        if let Some(watch) = watch {
+            self.main_loop.poller.remove(watch.fd());
+        }
+    }
+    // ANCHOR_END: oom
+
     /// Create: mount the rootfs, open the stdio, `runtime create`.
     fn create_task(&self, req: api::CreateTaskRequest) -> Result<u32> {
         let _lifecycle = self.lifecycle();
@@ -285,6 +341,9 @@ impl Shim {
         }
         state.init = Some(init);
         state.runtime = Some(runtime);
+        drop(state);
+        self.watch_oom(pid);
+        let state = self.state();
         let mut event = ev::TaskCreate::new();
         event.container_id = self.id.clone();
         event.bundle = self.bundle.display().to_string();
@@ -443,6 +502,12 @@ impl Shim {
         state.execs.clear();
         state.deleted = true;
         drop(state);
+        let watch = self
+            .oom
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.unwatch_oom(watch);
         rootfs::unmount_all(&self.bundle);
         // SIGKILL's status, for an init that never ran and so never exited on its own.
         let (status, at) = init
@@ -826,7 +891,7 @@ impl crate::protos::Task for Shim {
             return Ok(Empty::new());
         }
         drop(state);
-        (self.exit)();
+        (self.main_loop.exit)();
         Ok(Empty::new())
     }
     // ANCHOR_END: shutdown
