@@ -5,6 +5,7 @@
 //! over; those live here, so each test reads as the scenario it checks.
 //!
 //! # Layout
+//! - [`berth_containerd`]: berth-containerd started in a temporary directory, driven by `ctr`.
 //! - [`build`]: other workspace packages' binaries, built for the tests that run them.
 //! - [`chapter`]: a history chapter's daemon and client, driven the same way for every chapter.
 //! - [`images`]: the `busybox` test image, built from Debian's busybox-static binary.
@@ -15,6 +16,7 @@
 //! - [`runtime`]: running berth-runc and the real runc on throwaway bundles, one case
 //!   against both, and checking that neither left a state directory, cgroup or mount.
 
+pub mod berth_containerd;
 pub mod build;
 pub mod chapter;
 pub mod images;

@@ -1,0 +1,72 @@
+//! The command line: `berth-containerd --root DIR --state DIR --address SOCK
+//! --log-level LEVEL`, with containerd's defaults moved under `berth`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::server::{self, Config};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth-containerd",
+    version,
+    about = "berth's container supervisor, speaking containerd's gRPC API",
+    // A flag given twice takes its last value, so a wrapper can override a default.
+    args_override_self = true
+)]
+pub struct Args {
+    /// Persistent state: content, snapshots, metadata.
+    #[arg(long, default_value = "/var/lib/berth/containerd")]
+    pub root: PathBuf,
+    /// Runtime state (gone after a reboot): scratch mounts, later the shims' bundles.
+    #[arg(long, default_value = "/run/berth/containerd")]
+    pub state: PathBuf,
+    /// The unix socket to serve gRPC on.
+    #[arg(long, default_value = "/run/berth/containerd/containerd.sock")]
+    pub address: PathBuf,
+    /// trace, debug, info, warn or error (overrides RUST_LOG).
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+/// Runs the supervisor; the exit code for `main`.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    if let Some(level) = &args.log_level {
+        // Before any thread exists: berth_trace::init reads RUST_LOG next.
+        std::env::set_var("RUST_LOG", level);
+    }
+    let guard = match berth_trace::init("berth-containerd") {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("berth-containerd: {err}");
+            return 1;
+        }
+    };
+    let config = Config {
+        root: args.root,
+        state: args.state,
+        address: args.address,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("berth-containerd: cannot start the async runtime: {err}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(server::run(config));
+    drop(runtime);
+    let _ = guard.flush();
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("berth-containerd: {err}");
+            1
+        }
+    }
+}

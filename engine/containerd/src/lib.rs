@@ -1,0 +1,38 @@
+//! # berth-containerd: the supervisor, speaking containerd's gRPC API
+//!
+//! berth-containerd sits between the daemon (berthd, or the real dockerd) and the
+//! shims. It owns what outlives any one container: the content store (every blob of
+//! every image), the snapshots that image layers are unpacked into, the images' names,
+//! and the leases and garbage collection that decide what may be deleted. It speaks
+//! containerd's own gRPC API over a unix socket, so the real `ctr` and dockerd can use it.
+//!
+//! # Layout
+//! - [`cli`] and [`server`]: the flags, taking the root (one instance per root),
+//!   and serving every service on the socket, with a span per request.
+//! - [`supervisor`]: the state every service shares, and where it lives on disk.
+//! - [`scope`]: the namespace (and lease) each request names in its metadata.
+//! - [`metadata`]: the embedded database (redb) every record lives in.
+//! - [`content`]: blobs by digest, written through resumable, verified ingests.
+//! - [`snapshot`] and [`mount`]: the overlayfs snapshotter, and performing its mounts.
+//! - [`diff`]: applying a layer tarball to a snapshot (berth-oci does the unpacking).
+//! - [`lease`] and [`gc`]: what keeps things alive, and removing what nothing does.
+//! - [`filters`]: containerd's filter language for `List` calls.
+//! - [`services`]: the gRPC services, one file each, thin adapters over the above.
+//! - [`proto`]: the API's types, generated from containerd's `.proto` files.
+//!
+//! Not yet here (the next part): containers, tasks, events and the shims behind them.
+
+pub mod cli;
+pub mod content;
+pub mod diff;
+pub mod filters;
+pub mod gc;
+pub mod lease;
+pub mod metadata;
+pub mod mount;
+pub mod proto;
+pub mod scope;
+pub mod server;
+pub mod services;
+pub mod snapshot;
+pub mod supervisor;
