@@ -25,27 +25,13 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::build::workspace_binary;
 use berth_tests::images::busybox;
 use berth_tests::peers::{run_ok, Containerd};
-use berth_tests::runtime::berth_runc;
+use berth_tests::shim::memory_kb;
 
 const CONTAINERS: usize = 20;
 const IMAGE: &str = "docker.io/library/busybox:latest";
 const NAMESPACE: &str = "bench";
-
-/// `(Rss, Pss)` in kB from `/proc/PID/smaps_rollup`.
-fn memory_kb(pid: i32) -> (u64, u64) {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Pss:"))
-}
 
 /// Pids of the processes whose program (first word of the command line) ends with one
 /// of `programs`, and whose command line names `dir`. (The serving berth-shim runs as
@@ -81,11 +67,7 @@ fn report(name: &str, pids: &[i32]) {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = workspace_binary("berth-shim");
-    berth_runc();
-    let bin = dir.path().join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-berth-v2")).unwrap();
+    let bin = berth_tests::shim::install(dir.path());
     let containerd = Containerd::start_with_path(&dir.path().join("c"), Some(&bin));
     let ctr = || containerd.ctr(NAMESPACE);
     let archive = busybox().archive.to_str().unwrap().to_owned();

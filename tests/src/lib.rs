@@ -15,6 +15,7 @@
 //!   isolated temporary directories, so a test never touches the host's engine.
 //! - [`runtime`]: running berth-runc and the real runc on throwaway bundles, one case
 //!   against both, and checking that neither left a state directory, cgroup or mount.
+//! - [`shim`]: berth-shim installed where containerd finds it, and its memory.
 
 pub mod berth_containerd;
 pub mod build;
@@ -23,3 +24,4 @@ pub mod images;
 pub mod otlp;
 pub mod peers;
 pub mod runtime;
+pub mod shim;

@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::build::workspace_binary;
 use berth_tests::images::busybox;
 use berth_tests::peers::{self, require, run_ok, Containerd};
-use berth_tests::runtime::berth_runc;
 use berth_tests::runtime::Outcome;
+use berth_tests::shim::memory_kb;
 use tempfile::TempDir;
 
 const IMAGE: &str = "docker.io/library/busybox:latest";
@@ -33,12 +32,7 @@ struct Lab {
 impl Lab {
     fn start() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let shim = workspace_binary("berth-shim");
-        // Built into the same directory as the shim, where the shim looks for it.
-        berth_runc();
-        let bin = dir.path().join("bin");
-        fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-berth-v2")).unwrap();
+        let bin = berth_tests::shim::install(dir.path());
         let containerd = Containerd::start_with_path(&dir.path().join("c"), Some(&bin));
         let archive = busybox().archive.to_str().unwrap().to_owned();
         run_ok(
@@ -203,19 +197,6 @@ fn ctr_run_attached_gets_the_output_and_the_exit_code() {
     assert_eq!(out.stderr, "to stderr\n", "{out}");
     lab.assert_clean();
     drop(lab.dir);
-}
-
-/// Status of every smaps_rollup line we report: (Rss, Pss) in kB.
-fn memory_kb(pid: i32) -> (u64, u64) {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Rss:"), field("Pss:"))
 }
 
 #[test]

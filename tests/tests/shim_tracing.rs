@@ -14,11 +14,9 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_tests::build::workspace_binary;
 use berth_tests::images::busybox;
 use berth_tests::otlp::{Receiver, SpanSeen};
 use berth_tests::peers::{self, run_ok, Containerd};
-use berth_tests::runtime::berth_runc;
 use containerd_shim_protos::api;
 use containerd_shim_protos::{ttrpc, TaskClient};
 use tempfile::TempDir;
@@ -41,11 +39,7 @@ struct Lab {
 impl Lab {
     fn start() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let shim = workspace_binary("berth-shim");
-        berth_runc();
-        let bin = dir.path().join("bin");
-        fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(&shim, bin.join("containerd-shim-berth-v2")).unwrap();
+        let bin = berth_tests::shim::install(dir.path());
         let receiver = Receiver::start();
         let containerd = Containerd::start_with_env(
             &dir.path().join("c"),

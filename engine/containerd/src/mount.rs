@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use berth_libcontainer::mount_options::mount_described;
+use nix::mount::{umount2, MntFlags};
 
 /// One mount, as the snapshotter describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,43 +61,14 @@ impl From<Mount> for crate::proto::containerd::types::Mount {
     }
 }
 
-/// Splits options into `MS_*` flags and the filesystem's data string.
-pub fn parse_options(options: &[String]) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in options {
-        match option.as_str() {
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" | "defaults" => {}
-            "bind" => flags |= MsFlags::MS_BIND,
-            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            other => data.push(other),
-        }
-    }
-    (flags, data.join(","))
-}
-
 /// Performs one mount on `target`.
 pub fn mount_on(m: &Mount, target: &Path) -> Result<(), MountError> {
-    let (flags, data) = parse_options(&m.options);
-    let fail = |errno| MountError::Mount {
+    mount_described(&m.kind, &m.source, target, &m.options).map_err(|errno| MountError::Mount {
         kind: m.kind.clone(),
         source_path: m.source.clone(),
         target: target.to_owned(),
         errno,
-    };
-    let fstype = (m.kind != "bind").then_some(m.kind.as_str());
-    let data = (!data.is_empty()).then_some(data.as_str());
-    mount(Some(m.source.as_str()), target, fstype, flags, data).map_err(fail)?;
-    // A bind mount ignores MS_RDONLY on the first call: read-only takes a remount.
-    if flags.contains(MsFlags::MS_BIND | MsFlags::MS_RDONLY) {
-        let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-        mount(None::<&str>, target, None::<&str>, remount, None::<&str>).map_err(fail)?;
-    }
-    Ok(())
+    })
 }
 
 /// Detaches every mount at or below `dir`, deepest first.
@@ -111,32 +83,5 @@ pub fn unmount_all_under(dir: &Path) {
     points.sort_by_key(|point| std::cmp::Reverse(point.components().count()));
     for point in points {
         let _ = umount2(&point, MntFlags::MNT_DETACH);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_and_data_are_told_apart() {
-        let options: Vec<String> = ["index=off", "workdir=/w", "upperdir=/u", "lowerdir=/a:/b"]
-            .map(String::from)
-            .into();
-        assert_eq!(
-            parse_options(&options),
-            (
-                MsFlags::empty(),
-                "index=off,workdir=/w,upperdir=/u,lowerdir=/a:/b".to_string()
-            )
-        );
-        let options: Vec<String> = ["ro", "rbind"].map(String::from).into();
-        assert_eq!(
-            parse_options(&options),
-            (
-                MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC,
-                String::new()
-            )
-        );
     }
 }

@@ -23,6 +23,7 @@
 //! - [`attrs`]: rlimits, user and groups, scheduling and other process attributes.
 //! - [`console`]: the pseudo-terminal handed out through `--console-socket`.
 //! - [`hooks`]: the OCI lifecycle hooks.
+//! - [`mount_options`]: mount options to `mount(2)` flags and data, for every process that mounts.
 
 pub mod attrs;
 pub mod capabilities;
@@ -32,6 +33,7 @@ pub mod container;
 pub mod exec;
 pub mod hooks;
 pub mod init;
+pub mod mount_options;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

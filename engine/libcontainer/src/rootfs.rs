@@ -20,6 +20,7 @@ use nix::sys::stat::{makedev, Mode, SFlag};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 
 use crate::cgroups::{Hierarchy, Membership, Mount as CgroupMount};
+use crate::mount_options::{parse_options, propagation_flags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -169,106 +170,6 @@ fn create_in_root(root: &OwnedFd, dest: &Path, dir: bool) -> nix::Result<OwnedFd
         }
     }
     Ok(parent)
-}
-
-/// Every mount option berth-runc understands (for `berth-runc features`).
-pub const KNOWN_OPTIONS: &[&str] = &[
-    "async",
-    "atime",
-    "bind",
-    "dev",
-    "diratime",
-    "dirsync",
-    "exec",
-    "mand",
-    "noatime",
-    "nodev",
-    "nodiratime",
-    "noexec",
-    "nomand",
-    "norelatime",
-    "nostrictatime",
-    "nosuid",
-    "private",
-    "rbind",
-    "relatime",
-    "remount",
-    "ro",
-    "rprivate",
-    "rshared",
-    "rslave",
-    "runbindable",
-    "rw",
-    "shared",
-    "slave",
-    "strictatime",
-    "suid",
-    "sync",
-    "tmpcopyup",
-    "unbindable",
-];
-
-// ANCHOR: mount_options
-/// Splits a mount's options into kernel flags, propagation flags (which need a call
-/// of their own), and the rest, which is passed to the file system as data.
-pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
-    let (mut flags, mut propagation, mut data) = (MsFlags::empty(), MsFlags::empty(), Vec::new());
-    for option in options {
-        let (set, clear) = match option.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            other => {
-                match propagation_flags(other) {
-                    Some(p) => propagation |= p,
-                    // `tmpcopyup` (copy the image's files into a tmpfs) is a runc
-                    // extension; berth skips it rather than pass it to the kernel.
-                    None if other == "tmpcopyup" => {}
-                    None => data.push(other.to_owned()),
-                }
-                continue;
-            }
-        };
-        flags.insert(set);
-        flags.remove(clear);
-    }
-    (flags, propagation, data)
-}
-// ANCHOR_END: mount_options
-
-fn propagation_flags(name: &str) -> Option<MsFlags> {
-    Some(match name {
-        "private" => MsFlags::MS_PRIVATE,
-        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        "slave" => MsFlags::MS_SLAVE,
-        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-        _ => return None,
-    })
 }
 
 // ANCHOR: prepare
@@ -1023,17 +924,6 @@ mod tests {
                 format!("mount - /r/c/unified - {remount}"),
             ]
         );
-    }
-
-    #[test]
-    fn options_split_into_flags_propagation_and_data() {
-        let options: Vec<String> = ["nosuid", "ro", "rw", "mode=755", "rslave", "size=65536k"]
-            .map(String::from)
-            .into();
-        let (flags, propagation, data) = parse_options(&options);
-        assert_eq!(flags, MsFlags::MS_NOSUID);
-        assert_eq!(propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
-        assert_eq!(data, ["mode=755", "size=65536k"]);
     }
 
     #[test]

@@ -14,7 +14,8 @@
 
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use berth_libcontainer::mount_options::mount_described;
+use nix::mount::{umount2, MntFlags};
 
 use crate::protos::types::mount::Mount;
 
@@ -48,28 +49,12 @@ pub fn mount_all(mounts: &[Mount], bundle: &Path) -> Result<(), RootfsError> {
 }
 
 fn mount_one(m: &Mount, target: &Path) -> Result<(), RootfsError> {
-    let (flags, data) = parse_options(&m.options);
-    let fail = |errno| RootfsError::Mount {
+    mount_described(&m.type_, &m.source, target, &m.options).map_err(|errno| RootfsError::Mount {
         kind: m.type_.clone(),
         source_path: m.source.clone(),
         target: target.to_owned(),
         errno,
-    };
-    let data = (!data.is_empty()).then_some(data.as_str());
-    mount(
-        Some(m.source.as_str()),
-        target,
-        Some(m.type_.as_str()),
-        flags,
-        data,
-    )
-    .map_err(fail)?;
-    // A bind mount ignores MS_RDONLY on the first call: read-only takes a remount.
-    if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
-        let remount = flags | MsFlags::MS_REMOUNT;
-        mount(None::<&str>, target, None::<&str>, remount, None::<&str>).map_err(fail)?;
-    }
-    Ok(())
+    })
 }
 
 /// Unmounts everything at `bundle/rootfs` (stacked mounts included). Quietly does
@@ -81,68 +66,5 @@ pub fn unmount_all(bundle: &Path) {
         if umount2(&target, MntFlags::MNT_DETACH).is_err() {
             return;
         }
-    }
-}
-
-/// Splits mount options into flags and the filesystem's data string.
-pub fn parse_options(options: &[String]) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in options {
-        let (set, clear) = match option.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "defaults" | "async" => (MsFlags::empty(), MsFlags::empty()),
-            other => {
-                data.push(other);
-                continue;
-            }
-        };
-        flags.insert(set);
-        flags.remove(clear);
-    }
-    (flags, data.join(","))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn strings(words: &[&str]) -> Vec<String> {
-        words.iter().map(|w| w.to_string()).collect()
-    }
-
-    #[test]
-    fn overlay_options_are_data() {
-        let (flags, data) = parse_options(&strings(&[
-            "index=off",
-            "workdir=/w",
-            "upperdir=/u",
-            "lowerdir=/l1:/l2",
-        ]));
-        assert_eq!(flags, MsFlags::empty());
-        assert_eq!(data, "index=off,workdir=/w,upperdir=/u,lowerdir=/l1:/l2");
-    }
-
-    #[test]
-    fn flag_words_become_flags_and_later_words_win() {
-        let (flags, data) = parse_options(&strings(&["rbind", "ro", "nosuid", "rw"]));
-        assert_eq!(
-            flags,
-            MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID
-        );
-        assert_eq!(data, "");
     }
 }

@@ -1,7 +1,7 @@
 //! `berth-runc features`: what this runtime supports, as the OCI runtime spec's
 //! "features" document, so a caller can check before it asks.
 
-use berth_libcontainer::rootfs;
+use berth_libcontainer::mount_options;
 
 pub fn run() -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&features())?);
@@ -13,7 +13,7 @@ pub fn features() -> serde_json::Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": berth_oci::spec::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": rootfs::KNOWN_OPTIONS,
+        "mountOptions": mount_options::KNOWN_OPTIONS,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": capability_names(),
