@@ -8,18 +8,20 @@
 //! sharing them, so PSS is what one more container really costs. The targets (berth-shim
 //! under 3 MB RSS and 1 MB PSS) are printed, never asserted.
 //!
-//! Measured here (per shim, mean of 20; containerd-shim-runc-v2: 12.89 MB RSS, 2.91 MB PSS):
+//! The berth-shim measured is the shipping build (`berth_tests::shim::shipping_binary`:
+//! profile `shim`, glibc static); the tests run the ordinary build of the same code.
+//! Measured here (per shim, mean of 20; containerd-shim-runc-v2: 12.9 MB RSS, 2.9 MB PSS):
 //!
 //! | berth-shim | RSS | PSS |
 //! | --- | --- | --- |
-//! | PIE, as first built | 3.98 MB | 0.57 MB |
-//! | linked `-no-pie` (engine/shim/build.rs) | 3.83 MB | 0.45 MB |
+//! | release, PIE, as first built | 3.98 MB | 0.57 MB |
+//! | release, linked `-no-pie` (engine/shim/build.rs) | 3.83 MB | 0.45 MB |
+//! | and glibc static | 3.03 MB | 0.38 MB |
+//! | profile `shim` (fat LTO, one codegen unit, `opt-level = "s"`), glibc static | 2.80 MB | 0.37 MB |
 //!
-//! (`opt-level = "s"` for the shim's own crate was tried too: 3.97 MB, 0.58 MB, no gain.)
-//!
-//! Of the RSS, about 1.8 MB is libc, the loader and libgcc_s (shared with every
-//! process), about 2 MB the shim's code and read-only data (shared by all shims), and
-//! about 0.3 MB the shim's own (heap, thread stacks, writable data): see book/src/shim.md.
+//! With glibc shared, about 1.8 MB of the RSS were the C library, the loader and
+//! libgcc_s: pages mapped around every one the shim touched. Static, only the touched
+//! parts of libc come along. See book/src/shim.md.
 
 use std::fs;
 use std::path::Path;
@@ -67,7 +69,7 @@ fn report(name: &str, pids: &[i32]) {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = berth_tests::shim::install(dir.path());
+    let bin = berth_tests::shim::install(dir.path(), Some(&berth_tests::shim::shipping_binary()));
     let containerd = Containerd::start_with_path(&dir.path().join("c"), Some(&bin));
     let ctr = || containerd.ctr(NAMESPACE);
     let archive = busybox().archive.to_str().unwrap().to_owned();

@@ -32,7 +32,7 @@ struct Lab {
 impl Lab {
     fn start() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let bin = berth_tests::shim::install(dir.path());
+        let bin = berth_tests::shim::install(dir.path(), None);
         let containerd = Containerd::start_with_path(&dir.path().join("c"), Some(&bin));
         let archive = busybox().archive.to_str().unwrap().to_owned();
         run_ok(

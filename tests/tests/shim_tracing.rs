@@ -39,7 +39,7 @@ struct Lab {
 impl Lab {
     fn start() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let bin = berth_tests::shim::install(dir.path());
+        let bin = berth_tests::shim::install(dir.path(), None);
         let receiver = Receiver::start();
         let containerd = Containerd::start_with_env(
             &dir.path().join("c"),
