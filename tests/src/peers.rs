@@ -51,20 +51,42 @@ pub fn output(cmd: &mut Command) -> Outcome {
     try_output(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// [`output`], with `input` written to the command's stdin through a pipe, which is
+/// then closed: the command reads `input`, then end-of-file.
+pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Outcome {
+    try_output_with(cmd, COMMAND_TIMEOUT, Some(input)).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// [`output`] without the panics, for cleaning up.
 fn try_output(cmd: &mut Command, limit: Duration) -> Result<Outcome, String> {
+    try_output_with(cmd, limit, None)
+}
+
+fn try_output_with(
+    cmd: &mut Command,
+    limit: Duration,
+    input: Option<&[u8]>,
+) -> Result<Outcome, String> {
     let file = || tempfile::tempfile().map_err(|e| format!("cannot create an output file: {e}"));
     let (mut out, mut err) = (file()?, file()?);
     let dup = |file: &fs::File| {
         file.try_clone()
             .map_err(|e| format!("cannot dup a file: {e}"))
     };
-    cmd.stdin(Stdio::null())
-        .stdout(dup(&out)?)
-        .stderr(dup(&err)?);
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(dup(&out)?)
+    .stderr(dup(&err)?);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Small inputs fit the pipe's buffer: this never waits for the command.
+        let _ = stdin.write_all(input);
+    }
     let status = wait_bounded(&mut child, limit);
     let read = |file: &mut fs::File| {
         let mut bytes = Vec::new();

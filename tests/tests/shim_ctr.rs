@@ -4,176 +4,19 @@
 //! containerd's own shim: output, exit codes, task states, ttys, errors.
 //!
 //! Each test starts its own containerd (own root, state, sockets, cgroup; see
-//! `berth_tests::peers`) with a directory holding `containerd-shim-berth-v2` (a
+//! `berth_tests::shim::Lab`) with a directory holding `containerd-shim-berth-v2` (a
 //! symlink to the freshly built berth-shim) first on its PATH. berth-shim finds
-//! berth-runc next to its own binary.
+//! berth-runc next to its own binary. What containerd hears from the shim (its
+//! events) is judged in `shim_events.rs`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use berth_tests::images::busybox;
-use berth_tests::peers::{self, require, run_ok, Containerd};
+use berth_tests::peers::{self, require, run_ok};
 use berth_tests::runtime::Outcome;
-use berth_tests::shim::memory_kb;
-use tempfile::TempDir;
-
-const IMAGE: &str = "docker.io/library/busybox:latest";
-const NAMESPACE: &str = "berth-shim";
-const RUNTIME: &str = "io.containerd.berth.v2";
-
-/// A containerd that runs containers through berth-shim.
-struct Lab {
-    containerd: Containerd,
-    dir: TempDir,
-}
-
-impl Lab {
-    fn start() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = berth_tests::shim::install(dir.path(), None);
-        let containerd = Containerd::start_with_path(&dir.path().join("c"), Some(&bin));
-        let archive = busybox().archive.to_str().unwrap().to_owned();
-        run_ok(
-            containerd
-                .ctr(NAMESPACE)
-                .args(["images", "import", &archive]),
-        );
-        Lab { containerd, dir }
-    }
-
-    fn ctr<const N: usize>(&self, args: [&str; N]) -> Command {
-        let mut cmd = self.containerd.ctr(NAMESPACE);
-        cmd.args(args);
-        cmd
-    }
-
-    /// `ctr run --runtime io.containerd.berth.v2 FLAGS IMAGE ID COMMAND...`.
-    fn run(&self, flags: &[&str], id: &str, command: &[&str]) -> Command {
-        let mut cmd = self.ctr(["run", "--runtime", RUNTIME]);
-        cmd.args(flags)
-            .arg("--cgroup")
-            .arg(format!("{}/{id}", self.containerd.cgroup_parent().path()))
-            .arg("--fifo-dir")
-            .arg(self.containerd.fifo_dir())
-            .args([IMAGE, id])
-            .args(command);
-        cmd
-    }
-
-    /// `ctr task exec --exec-id EXEC_ID FLAGS ID COMMAND...`.
-    fn exec(&self, flags: &[&str], id: &str, exec_id: &str, command: &[&str]) -> Command {
-        let mut cmd = self.ctr(["task", "exec", "--exec-id", exec_id]);
-        cmd.arg("--fifo-dir")
-            .arg(self.containerd.fifo_dir())
-            .args(flags)
-            .arg(id)
-            .args(command);
-        cmd
-    }
-
-    /// The task's pid and status as `ctr task ls` shows them.
-    fn task(&self, id: &str) -> Option<(i32, String)> {
-        let listed = run_ok(&mut self.ctr(["task", "ls"]));
-        listed.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields[..] {
-                [task, pid, status] if task == id => Some((pid.parse().ok()?, status.into())),
-                _ => None,
-            }
-        })
-    }
-
-    fn wait_for_status(&self, id: &str, status: &str) {
-        wait_until(&format!("task {id} is {status}"), || {
-            self.task(id).is_some_and(|(_, now)| now == status)
-        });
-    }
-
-    /// The shims serving this containerd: processes whose command line names its dir.
-    fn shim_pids(&self) -> Vec<i32> {
-        processes_naming(self.containerd.dir())
-            .into_iter()
-            .filter(|(_, cmdline)| {
-                cmdline.contains("containerd-shim-berth-v2") || cmdline.contains("berth-shim")
-            })
-            .map(|(pid, _)| pid)
-            .collect()
-    }
-
-    /// Mounts left below this containerd's directory.
-    fn mounts(&self) -> Vec<String> {
-        let dir = self.containerd.dir().to_str().unwrap().to_owned();
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|point| point.starts_with(&dir))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Shim sockets left beside containerd's (`s/<hash>`).
-    fn sockets(&self) -> Vec<PathBuf> {
-        fs::read_dir(self.containerd.dir().join("s"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect()
-    }
-
-    /// The exit status of a stopped task, then the task and container removed; then
-    /// nothing may be left: no shim, no mount, no socket, no cgroup.
-    ///
-    /// `ctr task attach` is how `ctr` 1.6 shows an exit status: it asks the shim to
-    /// Wait (which, for a stopped task, answers at once with the status the shim kept),
-    /// exits with that status, and deletes the task.
-    fn exit_status_then_remove(&self, id: &str) -> i32 {
-        let out = peers::output(&mut self.ctr(["task", "attach", id]));
-        let _ = peers::output(&mut self.ctr(["task", "delete", id]));
-        run_ok(&mut self.ctr(["container", "delete", id]));
-        self.assert_clean();
-        out.status
-    }
-
-    fn assert_clean(&self) {
-        wait_until("every shim has exited", || self.shim_pids().is_empty());
-        assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
-        assert_eq!(
-            self.sockets(),
-            Vec::<PathBuf>::new(),
-            "shim sockets left behind"
-        );
-        let cgroups = self.containerd.cgroup_parent().children();
-        assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
-    }
-}
-
-/// `(pid, command line)` of every process whose command line names a path below `dir`.
-fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
-    let needle = format!("{}/", dir.display());
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(&needle).then_some((pid, cmdline))
-        })
-        .collect()
-}
-
-/// Polls `check` every 20 ms until it returns true; panics with `what` after 20 s.
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use berth_tests::shim::{memory_kb, wait_until, Lab, NAMESPACE, RUNTIME};
+use containerd_shim_protos::{api, ttrpc, TaskClient};
 
 #[test]
 fn ctr_run_attached_gets_the_output_and_the_exit_code() {
@@ -519,34 +362,15 @@ fn an_exec_of_a_missing_program_fails_with_the_reason() {
 fn an_oom_kill_is_a_task_oom_event_then_exit_status_137() {
     let lab = Lab::start();
     let id = "oom";
-    // `ctr events` prints each event as one line; into a file, not a pipe (see
-    // `peers::output`). It is subscribed once it shows an event the test causes.
-    let log = lab.dir.path().join("events");
-    let mut events = lab
-        .ctr(["events"])
-        .stdin(std::process::Stdio::null())
-        .stdout(fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let seen = || fs::read_to_string(&log).unwrap_or_default();
-    wait_until("`ctr events` is subscribed", || {
-        let _ = peers::output(&mut lab.ctr(["namespaces", "label", NAMESPACE, "oom=test"]));
-        seen().contains("/namespaces/update")
-    });
-
+    let events = lab.events();
     // `tail` keeps the last line of a stream that has no line end: all of /dev/zero.
     let out = peers::output(&mut lab.run(
         &["--rm", "--memory-limit", "16777216"],
         id,
         &["sh", "-c", "tail /dev/zero"],
     ));
-    wait_until("the task's events are shown", || {
-        seen().contains("/tasks/delete")
-    });
-    let _ = events.kill();
-    let _ = events.wait();
-    let log = seen();
+    let log = events.wait_for(&["/tasks/delete", &format!("\"{id}\"")]);
+    drop(events);
     assert_eq!(out.status, 137, "{out}\n{log}\n{}", lab.containerd.log());
     let position = |topic: &str| {
         log.lines()
@@ -558,4 +382,71 @@ fn an_oom_kill_is_a_task_oom_event_then_exit_status_137() {
         "the OOM is announced before the exit:\n{log}"
     );
     lab.assert_clean();
+}
+
+/// `ctr run` copies its stdin into the container's stdin fifo; when its stdin ends,
+/// the container's must end too (ctr sends CloseIO, and closes its end of the fifo),
+/// or `cat` would wait for more input forever.
+#[test]
+fn piped_stdin_reaches_the_container_and_its_end_ends_the_run() {
+    let lab = Lab::start();
+    let out = peers::output_with_input(&mut lab.run(&["--rm"], "cat", &["cat"]), b"a\nb\n");
+    assert_eq!(
+        (out.status, out.stdout.as_str()),
+        (0, "a\nb\n"),
+        "{out}\n{}",
+        lab.containerd.log()
+    );
+    lab.assert_clean();
+}
+
+/// The container's v1 memory cgroup file `name`, below the lab's cgroup.
+fn memory_cgroup(lab: &Lab, id: &str, name: &str) -> String {
+    let path = Path::new("/sys/fs/cgroup/memory")
+        .join(lab.cgroup_of(id).trim_start_matches('/'))
+        .join(name);
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// containerd's Task.Update carries the OCI `LinuxResources` as JSON in an `Any`. ctr
+/// 1.6 has no command that sends it (`ctr task update` does not exist), so the test
+/// sends it to the shim's socket itself, as containerd would, and reads the new limit
+/// from the container's memory cgroup.
+#[test]
+fn update_changes_a_running_containers_memory_limit() {
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipped: no cgroup v1 memory hierarchy");
+        return;
+    }
+    let lab = Lab::start();
+    let id = "updated";
+    run_ok(&mut lab.run(
+        &["--detach", "--memory-limit", "33554432"],
+        id,
+        &["sleep", "1000"],
+    ));
+    assert_eq!(memory_cgroup(&lab, id, "memory.limit_in_bytes"), "33554432");
+
+    let address = fs::read_to_string(lab.bundle(id).join("address")).unwrap();
+    let task = TaskClient::new(ttrpc::Client::connect(address.trim()).expect("the shim's socket"));
+    let mut resources = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+    resources.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    resources.value = br#"{"memory":{"limit":67108864}}"#.to_vec();
+    let request = api::UpdateTaskRequest {
+        id: id.into(),
+        resources: Some(resources).into(),
+        ..Default::default()
+    };
+    task.update(ttrpc::context::with_timeout(10_000_000_000), &request)
+        .expect("Update through the shim's socket");
+    drop(task);
+    assert_eq!(memory_cgroup(&lab, id, "memory.limit_in_bytes"), "67108864");
+    assert_eq!(lab.task(id).map(|t| t.1), Some("RUNNING".into()));
+
+    run_ok(&mut lab.ctr(["task", "kill", "--signal", "KILL", id]));
+    lab.wait_for_status(id, "STOPPED");
+    assert_eq!(lab.exit_status_then_remove(id), 137);
 }

@@ -5,11 +5,14 @@
 //! them to the runtime as its stdin, stdout and stderr, which the process inherits:
 //! bytes go from the process to `ctr` with no copy in between.
 //!
-//! The shim also keeps ends of its own, so that the process never notices containerd
-//! or `ctr` coming and going: a *reader* on stdout and stderr (a fifo whose readers
-//! are all gone makes the writer fail with `EPIPE`), and a *writer* on stdin (a fifo
-//! whose writers are all gone reads as end-of-file). The stdin writer is dropped at
-//! CloseIO, which is how `ctr` says "no more input".
+//! The shim also keeps a *reader* of its own on stdout and stderr, so that the
+//! process never notices containerd or `ctr` coming and going (a fifo whose readers
+//! are all gone makes the writer fail with `EPIPE`). It keeps no writer on stdin: the
+//! process's input ends when `ctr`'s writer goes (a fifo whose writers are all gone
+//! reads as end-of-file), as with containerd's own shim. It cannot wait for CloseIO
+//! instead: `ctr` 1.6 sends CloseIO only if its own input ends after the task was
+//! created, and piped input (`printf 'a\nb\n' | ctr run ... cat`) has usually ended
+//! before; `cat` would wait for more forever.
 //!
 //! With `terminal`, the runtime makes a pty inside the container and sends its master
 //! end over a unix socket (`--console-socket`); two threads then copy between the
@@ -63,7 +66,8 @@ pub enum StdioError {
 /// The shim's ends of one process's stdio. Dropping it lets go of them all.
 #[derive(Default)]
 pub struct Io {
-    /// The writer that keeps stdin open until CloseIO.
+    /// With a pty: the writer that keeps the fifo stdin open until CloseIO, so the
+    /// copy to the master survives a client going and another attaching.
     stdin_writer: Option<File>,
     /// The readers that keep stdout and stderr from breaking while no one reads.
     _readers: Vec<File>,
@@ -72,8 +76,9 @@ pub struct Io {
 }
 
 impl Io {
-    /// CloseIO: no more input. The process reads end-of-file once `ctr`'s writer is
-    /// gone too.
+    /// CloseIO: no more input. With a pty, the copy to the master ends once `ctr`'s
+    /// writer is gone too; without, the shim holds no writer, and the process's stdin
+    /// ends when `ctr`'s does.
     pub fn close_stdin(&mut self) {
         self.stdin_writer = None;
     }
@@ -98,21 +103,20 @@ impl Io {
 }
 
 // ANCHOR: fifos
-/// Opens the fifos for a process without a terminal: the shim's keep-alive ends go
+/// Opens the fifos for a process without a terminal: the shim's keep-alive readers go
 /// in the [`Io`], the process's ends to the runtime.
 pub fn open_fifos(paths: &StdioPaths) -> Result<(Io, RuntimeStdio), StdioError> {
     let mut io = Io::default();
     let mut stdio = RuntimeStdio::null();
     if !paths.stdin.is_empty() {
         let path = fifo_path(&paths.stdin)?;
-        // Read-write never blocks on a fifo, and counts as a writer: the process's
-        // reader below then opens at once and sees no end-of-file before `ctr` connects.
-        io.stdin_writer = Some(open(
-            "stdin",
-            path,
-            OpenOptions::new().read(true).write(true),
-        )?);
+        // Read-write never blocks on a fifo: held for a moment, it lets the process's
+        // read-only end open at once. Then it goes, so that the process's stdin ends
+        // with `ctr`'s writer, which `ctr` opened (or is waiting to open, which counts
+        // too) before it asked for the task.
+        let opener = open("stdin", path, OpenOptions::new().read(true).write(true))?;
         stdio.stdin = open("stdin", path, OpenOptions::new().read(true))?.into();
+        drop(opener);
     }
     for (stream, name, slot) in [
         ("stdout", &paths.stdout, &mut stdio.stdout),
@@ -320,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn stdin_ends_only_after_close_io() {
+    fn stdin_ends_when_the_clients_writer_goes() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("in");
         mkfifo(&fifo);
@@ -328,24 +332,30 @@ mod tests {
             stdin: fifo.to_str().unwrap().into(),
             ..StdioPaths::default()
         };
-        let (mut io, stdio) = open_fifos(&paths).unwrap();
+        // The client's writer exists before the task, as `ctr`'s does. (Read-write, so
+        // that it opens with no reader yet; it is the only writer either way.)
+        let mut client = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let (io, stdio) = open_fifos(&paths).unwrap();
         let copy = dir.path().join("copy");
         let mut cat = std::process::Command::new("sh")
             .args(["-c", &format!("cat > {}", copy.display())])
             .stdin(stdio.stdin)
             .spawn()
             .unwrap();
-        let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
-        writer.write_all(b"typed\n").unwrap();
-        drop(writer);
-        // `ctr` has closed its end, but the shim's writer keeps stdin open.
+        client.write_all(b"typed\n").unwrap();
         assert!(
             cat.try_wait().unwrap().is_none(),
-            "stdin ended before CloseIO"
+            "stdin ended while the client was still there"
         );
-        io.close_stdin();
+        // No CloseIO: the client's end going is the end of input.
+        drop(client);
         assert!(cat.wait().unwrap().success());
         assert_eq!(std::fs::read_to_string(&copy).unwrap(), "typed\n");
+        drop(io);
     }
 
     #[test]
