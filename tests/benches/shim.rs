@@ -23,13 +23,12 @@
 //! libgcc_s: pages mapped around every one the shim touched. Static, only the touched
 //! parts of libc come along. See book/src/shim.md.
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 use berth_tests::images::busybox;
 use berth_tests::peers::{run_ok, Containerd};
-use berth_tests::shim::memory_kb;
+use berth_tests::shim::{memory_kb, processes_naming};
 
 const CONTAINERS: usize = 20;
 const IMAGE: &str = "docker.io/library/busybox:latest";
@@ -39,18 +38,13 @@ const NAMESPACE: &str = "bench";
 /// of `programs`, and whose command line names `dir`. (The serving berth-shim runs as
 /// `berth-shim`: `start` re-executes its own binary, whatever name it was run by.)
 fn shims(programs: &[&str], dir: &Path) -> Vec<i32> {
-    let needle = format!("{}/", dir.display());
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    processes_naming(dir)
+        .into_iter()
+        .filter(|(_, cmdline)| {
             let first = cmdline.split(' ').next().unwrap_or_default();
-            (programs.iter().any(|p| first.ends_with(p)) && cmdline.contains(&needle))
-                .then_some(pid)
+            programs.iter().any(|p| first.ends_with(p))
         })
+        .map(|(pid, _)| pid)
         .collect()
 }
 

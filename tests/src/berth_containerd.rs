@@ -13,7 +13,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::build::workspace_binary;
-use crate::peers::require;
 use crate::runtime::wait_bounded;
 
 /// How long berth-containerd gets to open its socket, or to stop.
@@ -142,12 +141,7 @@ impl BerthContainerd {
 
     /// `ctr` talking to this instance, in the given namespace.
     pub fn ctr(&self, namespace: &str) -> Command {
-        let mut cmd = Command::new(require("ctr"));
-        cmd.arg("--address")
-            .arg(&self.socket)
-            .arg("--namespace")
-            .arg(namespace);
-        cmd
+        crate::peers::ctr(&self.socket, namespace)
     }
 
     /// The mount points at or below this instance's directory.

@@ -508,13 +508,19 @@ impl Containerd {
 
     /// `ctr` talking to this containerd, in the given containerd namespace.
     pub fn ctr(&self, namespace: &str) -> Command {
-        let mut cmd = Command::new(require("ctr"));
-        cmd.arg("--address")
-            .arg(&self.socket)
-            .arg("--namespace")
-            .arg(namespace);
-        cmd
+        ctr(&self.socket, namespace)
     }
+}
+
+/// Debian's `ctr`, talking to the containerd (or berth-containerd) at `socket`, in
+/// containerd namespace `namespace`.
+pub fn ctr(socket: &Path, namespace: &str) -> Command {
+    let mut cmd = Command::new(require("ctr"));
+    cmd.arg("--address")
+        .arg(socket)
+        .arg("--namespace")
+        .arg(namespace);
+    cmd
 }
 
 impl Drop for Containerd {
