@@ -1,11 +1,18 @@
 //! berth-containerd started for one test, the way [`crate::peers::Containerd`] starts
 //! the real one: root, state and socket under the test's directory, stopped on drop,
 //! every wait bounded. Tests drive it with the real `ctr` ([`BerthContainerd::ctr`]).
+//!
+//! Its `PATH` starts with a directory holding `containerd-shim-berth-v2`
+//! ([`crate::shim::install`]), so runtime `io.containerd.berth.v2` is berth-shim, and
+//! `io.containerd.runc.v2` is Debian's `containerd-shim-runc-v2` further along. Tasks
+//! go in a cgroup of the instance's own ([`BerthContainerd::cgroup_of`]); on drop,
+//! whatever a failed test left (containers, shims, mounts, cgroups) is removed.
 
 use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::mount::MntFlags;
@@ -14,6 +21,7 @@ use nix::unistd::Pid;
 
 use crate::build::workspace_binary;
 use crate::runtime::wait_bounded;
+use crate::shim::{processes_naming, wait_until};
 
 /// How long berth-containerd gets to open its socket, or to stop.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -29,6 +37,10 @@ pub struct BerthContainerd {
     pub root: PathBuf,
     pub state: PathBuf,
     dir: PathBuf,
+    /// First on its PATH: `containerd-shim-berth-v2` and `berth-runc`.
+    bin: PathBuf,
+    /// The cgroup (below every hierarchy's root) its tasks are put in.
+    cgroup: String,
     env: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -43,11 +55,19 @@ impl BerthContainerd {
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> BerthContainerd {
         fs::create_dir_all(dir).expect("create berth-containerd's directory");
         let dir = fs::canonicalize(dir).expect("resolve berth-containerd's directory");
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let bin = dir.join("bin");
+        if !bin.exists() {
+            crate::shim::install(&dir, None);
+        }
         let mut daemon = BerthContainerd {
             socket: dir.join("containerd.sock"),
             root: dir.join("root"),
             state: dir.join("state"),
             dir,
+            bin,
+            cgroup: format!("berth-ctrd-test-{}-{n}", std::process::id()),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -69,6 +89,7 @@ impl BerthContainerd {
             .arg(&self.socket)
             .args(["--log-level", "info"])
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env("PATH", path_starting_with(&self.bin))
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
@@ -148,6 +169,135 @@ impl BerthContainerd {
     pub fn mounts(&self) -> Vec<String> {
         mounts_under(&self.dir)
     }
+
+    /// Where `ctr run --fifo-dir` should put a task's stdio fifos.
+    pub fn fifo_dir(&self) -> PathBuf {
+        self.dir.join("fifo")
+    }
+
+    /// The cgroup for container `id`, as `ctr run --cgroup` takes it.
+    pub fn cgroup_of(&self, id: &str) -> String {
+        format!("/{}/{id}", self.cgroup)
+    }
+
+    /// The shims serving this instance: processes whose command line names its
+    /// directory (their `-address`) and whose program is a shim.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        processes_naming(&self.dir)
+            .into_iter()
+            .filter(|(_, cmdline)| {
+                let program = cmdline.split(' ').next().unwrap_or_default();
+                program.contains("containerd-shim") || program.ends_with("berth-shim")
+            })
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// The bundles of the tasks it has now.
+    pub fn bundles(&self) -> Vec<PathBuf> {
+        let tasks = self.state.join("io.containerd.runtime.v2.task");
+        fs::read_dir(tasks)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|ns| fs::read_dir(ns.path()).into_iter().flatten().flatten())
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Nothing of a task is left: no shim, no mount, no bundle, no shim socket, no
+    /// process in its cgroup.
+    pub fn assert_clean(&self) {
+        wait_until("every shim has exited", || self.shim_pids().is_empty());
+        assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
+        assert_eq!(self.bundles(), Vec::<PathBuf>::new(), "bundles left behind");
+        let sockets: Vec<PathBuf> = fs::read_dir(self.dir.join("s"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(sockets, Vec::<PathBuf>::new(), "shim sockets left behind");
+        assert_eq!(
+            self.cgroup_pids(),
+            Vec::<i32>::new(),
+            "processes left in the cgroup"
+        );
+    }
+
+    /// Every cgroup directory at or below the instance's, in every hierarchy (v1 has
+    /// one per controller), deepest first.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        fn below(dir: PathBuf, found: &mut Vec<PathBuf>) {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    below(entry.path(), found);
+                }
+            }
+            found.push(dir);
+        }
+        let mut found = Vec::new();
+        let mut tops: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .chain([PathBuf::from("/sys/fs/cgroup")])
+            .filter_map(|h| fs::canonicalize(h.join(&self.cgroup)).ok())
+            .collect();
+        tops.sort();
+        tops.dedup();
+        tops.into_iter().for_each(|top| below(top, &mut found));
+        found
+    }
+
+    fn cgroup_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .cgroup_dirs()
+            .iter()
+            .flat_map(|dir| fs::read_to_string(dir.join("cgroup.procs")).ok())
+            .flat_map(|procs| {
+                procs
+                    .lines()
+                    .filter_map(|l| l.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs what a failed test left: the containers (thawed first: a frozen
+    /// process cannot die), then the shims. Bounded to 10 s.
+    fn kill_leftovers(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for dir in self.cgroup_dirs() {
+                let _ = fs::write(dir.join("freezer.state"), "THAWED");
+                let _ = fs::write(dir.join("cgroup.freeze"), "0");
+            }
+            let pids: Vec<i32> = self
+                .cgroup_pids()
+                .into_iter()
+                .chain(self.shim_pids())
+                .collect();
+            if pids.is_empty() || Instant::now() > deadline {
+                return;
+            }
+            for pid in pids {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// This process's `PATH` with `dir` in front.
+fn path_starting_with(dir: &Path) -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path));
+    std::env::join_paths(dirs).expect("PATH entries without ':'")
 }
 
 fn mounts_under(dir: &Path) -> Vec<String> {
@@ -163,11 +313,24 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 impl Drop for BerthContainerd {
     fn drop(&mut self) {
         self.stop();
-        // After a failed test: whatever a killed instance left mounted.
+        // After a failed test: the containers and shims (which outlive their
+        // supervisor by design), whatever was left mounted, and the cgroups.
+        self.kill_leftovers();
         let mut points = mounts_under(&self.dir);
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         for point in points {
             let _ = nix::mount::umount2(Path::new(&point), MntFlags::MNT_DETACH);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let dirs = self.cgroup_dirs();
+            for dir in &dirs {
+                let _ = fs::remove_dir(dir);
+            }
+            if dirs.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

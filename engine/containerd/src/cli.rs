@@ -45,6 +45,8 @@ pub fn main() -> i32 {
         }
     };
     let config = Config {
+        // Shims log at debug level too when asked (`-debug`), as containerd's do.
+        debug: matches!(args.log_level.as_deref(), Some("debug" | "trace")),
         root: args.root,
         state: args.state,
         address: args.address,

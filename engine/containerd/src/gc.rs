@@ -1,7 +1,8 @@
 //! Garbage collection: removing the content and snapshots nothing needs any more.
 //!
 //! What is needed is decided by reachability, as in containerd: the *roots* are image
-//! targets, the resources of leases that have not expired, and anything labelled
+//! targets, containers' snapshots (and images), the resources of leases that have not
+//! expired, and anything labelled
 //! `containerd.io/gc.root`. From a blob, its labels `containerd.io/gc.ref.content.*`
 //! lead to more blobs (an index to its manifests, a manifest to its config and layers)
 //! and `containerd.io/gc.ref.snapshot.overlayfs` to a snapshot (a config to its
@@ -22,6 +23,7 @@ use std::time::Duration;
 use crate::content::{ContentError, ContentRecord};
 use crate::lease::{LeaseRecord, CONTENT, SNAPSHOTS};
 use crate::metadata::{self, MetadataError, Table};
+use crate::services::containers::ContainerRecord;
 use crate::services::images::ImageRecord;
 use crate::snapshot::{SnapshotError, SnapshotRecord};
 use crate::supervisor::Supervisor;
@@ -106,8 +108,23 @@ pub fn collect(supervisor: &Supervisor) -> Result<Report, GcError> {
                     }
                 }
             }
-            for (_, image) in txn.list::<ImageRecord>(Table::Images, ns)? {
-                queue.push_back(Node::Content(image.target.digest));
+            let images: BTreeMap<String, ImageRecord> =
+                txn.list(Table::Images, ns)?.into_iter().collect();
+            for image in images.values() {
+                queue.push_back(Node::Content(image.target.digest.clone()));
+            }
+            // A container keeps its rootfs snapshot (whose parents are the image's
+            // unpacked layers) and, while an image has that name, the image's content.
+            for (_, container) in txn.list::<ContainerRecord>(Table::Containers, ns)? {
+                if !container.snapshot_key.is_empty()
+                    && matches!(container.snapshotter.as_str(), "" | "overlayfs")
+                {
+                    queue.push_back(Node::Snapshot(container.snapshot_key.clone()));
+                }
+                if let Some(image) = images.get(&container.image) {
+                    queue.push_back(Node::Content(image.target.digest.clone()));
+                }
+                label_refs(&container.labels, &mut queue);
             }
             let content: BTreeMap<String, ContentRecord> =
                 txn.list(Table::Content, ns)?.into_iter().collect();

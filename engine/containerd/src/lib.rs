@@ -16,23 +16,30 @@
 //! - [`snapshot`] and [`mount`]: the overlayfs snapshotter, and performing its mounts.
 //! - [`diff`]: applying a layer tarball to a snapshot (berth-oci does the unpacking).
 //! - [`lease`] and [`gc`]: what keeps things alive, and removing what nothing does.
-//! - [`filters`]: containerd's filter language for `List` calls.
+//! - [`filters`]: containerd's filter language for `List` calls (and event filters).
+//! - [`events`]: the in-process fan-out every event goes through to its subscribers.
+//! - [`runtime`]: task runtime v2, starting a shim per task and calling it over ttrpc;
+//!   [`shim_events`]: the ttrpc socket the shims send their events to.
 //! - [`services`]: the gRPC services, one file each, thin adapters over the above.
 //! - [`proto`]: the API's types, generated from containerd's `.proto` files.
 //!
-//! Not yet here (the next part): containers, tasks, events and the shims behind them.
+//! Not yet here (part 2b): reloading tasks after a restart, and cleaning up after a
+//! shim that died (see [`runtime`]).
 
 pub mod cli;
 pub mod content;
 pub mod diff;
+pub mod events;
 pub mod filters;
 pub mod gc;
 pub mod lease;
 pub mod metadata;
 pub mod mount;
 pub mod proto;
+pub mod runtime;
 pub mod scope;
 pub mod server;
 pub mod services;
+pub mod shim_events;
 pub mod snapshot;
 pub mod supervisor;

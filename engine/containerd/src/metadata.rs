@@ -1,5 +1,5 @@
 //! The metadata database: every record berth-containerd keeps about namespaces,
-//! images, content, leases and snapshots, in one embedded transactional database
+//! images, content, leases, snapshots and containers, in one embedded transactional database
 //! (redb) at `ROOT/metadata.redb`.
 //!
 //! containerd keeps the same split: blobs and snapshot directories are files, and
@@ -33,6 +33,8 @@ pub enum Table {
     Leases,
     /// Snapshot key or name → [`crate::snapshot::SnapshotRecord`].
     Snapshots,
+    /// Container id → [`crate::services::containers::ContainerRecord`].
+    Containers,
 }
 
 impl Table {
@@ -43,15 +45,17 @@ impl Table {
             Table::Images => TableDefinition::new("images"),
             Table::Leases => TableDefinition::new("leases"),
             Table::Snapshots => TableDefinition::new("snapshots"),
+            Table::Containers => TableDefinition::new("containers"),
         }
     }
 
-    const ALL: [Table; 5] = [
+    const ALL: [Table; 6] = [
         Table::Namespaces,
         Table::Content,
         Table::Images,
         Table::Leases,
         Table::Snapshots,
+        Table::Containers,
     ];
 }
 

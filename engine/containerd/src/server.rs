@@ -18,12 +18,15 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::proto::containerd::services::{
+    containers::v1::containers_server::ContainersServer,
     content::v1::content_server::ContentServer, diff::v1::diff_server::DiffServer,
-    images::v1::images_server::ImagesServer,
+    events::v1::events_server::EventsServer, images::v1::images_server::ImagesServer,
     introspection::v1::introspection_server::IntrospectionServer,
     leases::v1::leases_server::LeasesServer, namespaces::v1::namespaces_server::NamespacesServer,
-    snapshots::v1::snapshots_server::SnapshotsServer, version::v1::version_server::VersionServer,
+    snapshots::v1::snapshots_server::SnapshotsServer, tasks::v1::tasks_server::TasksServer,
+    version::v1::version_server::VersionServer,
 };
+use crate::runtime::Runtime;
 use crate::services;
 use crate::supervisor::{Supervisor, SupervisorError};
 
@@ -45,6 +48,8 @@ pub enum ServerError {
     Supervisor(#[from] SupervisorError),
     #[error(transparent)]
     Gc(#[from] crate::gc::GcError),
+    #[error(transparent)]
+    ShimEvents(#[from] crate::shim_events::ShimEventsError),
     #[error("serving gRPC on {address}: {source}")]
     Serve {
         address: PathBuf,
@@ -58,6 +63,8 @@ pub struct Config {
     pub root: PathBuf,
     pub state: PathBuf,
     pub address: PathBuf,
+    /// Start shims with `-debug`.
+    pub debug: bool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ServerError + '_ {
@@ -137,6 +144,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     tokio::spawn(crate::gc::run_forever(supervisor.clone()));
 
     let listener = listen(&config.address)?;
+    let runtime = Arc::new(Runtime::new(&config.state, &config.address, config.debug));
+    let shim_events = crate::shim_events::serve(&runtime.ttrpc_address, supervisor.clone())?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -166,7 +175,18 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .add_service(SnapshotsServer::new(services::snapshots::Snapshots {
             supervisor: s(),
         }))
-        .add_service(DiffServer::new(services::diff::Diff { supervisor: s() }));
+        .add_service(DiffServer::new(services::diff::Diff { supervisor: s() }))
+        .add_service(EventsServer::new(services::events::Events {
+            supervisor: s(),
+        }))
+        .add_service(ContainersServer::new(services::containers::Containers {
+            supervisor: s(),
+            runtime: runtime.clone(),
+        }))
+        .add_service(TasksServer::new(services::tasks::Tasks {
+            supervisor: s(),
+            runtime: runtime.clone(),
+        }));
     tracing::info!(address = %config.address.display(), "serving");
     let stop = async {
         let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
@@ -180,6 +200,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
         .await;
     let _ = fs::remove_file(&config.address);
+    // The shims keep running (they outlive containerd by design); only the socket
+    // their events come to goes.
+    shim_events.shutdown();
+    let _ = fs::remove_file(&runtime.ttrpc_address);
     served.map_err(|source| ServerError::Serve {
         address: config.address.clone(),
         source,

@@ -8,6 +8,7 @@
 //! ROOT/uuid                 this installation's identity (Introspection.Server)
 //! ROOT/berth-containerd.lock  held (flock) by the running instance
 //! STATE/apply/              scratch mount points while a layer is applied
+//! STATE/io.containerd.runtime.v2.task/NS/ID/  a task's bundle (crate::runtime)
 //! ```
 
 use std::fs;
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::content::{ContentError, ContentStore};
+use crate::events::Exchange;
 use crate::metadata::{Db, MetadataError};
 use crate::snapshot::{SnapshotError, Snapshotter};
 
@@ -39,6 +41,8 @@ pub struct Supervisor {
     pub content: ContentStore,
     pub snapshots: Snapshotter,
     pub uuid: String,
+    /// Every event, on its way to every subscriber (see [`crate::events`]).
+    pub events: Exchange,
     /// Held by the garbage collector while it sweeps, and by every request that
     /// writes a file before the record that will keep it (a committed blob, a new
     /// snapshot directory), so a sweep never sees the file without its record.
@@ -62,6 +66,7 @@ impl Supervisor {
             content: ContentStore::open(root.join("content"))?,
             snapshots: Snapshotter::open(root.join("snapshots/overlayfs"))?,
             uuid: uuid(root)?,
+            events: Exchange::default(),
             root: root.to_owned(),
             state: state.to_owned(),
             gc_lock: Mutex::new(()),

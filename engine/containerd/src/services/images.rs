@@ -13,8 +13,8 @@ use crate::filters::{self, Filters};
 use crate::metadata::{self, Table};
 use crate::proto::containerd::services::images::v1::{
     images_server, CreateImageRequest, CreateImageResponse, DeleteImageRequest, GetImageRequest,
-    GetImageResponse, Image, ListImagesRequest, ListImagesResponse, UpdateImageRequest,
-    UpdateImageResponse,
+    GetImageResponse, Image, ImageCreate, ImageDelete, ImageUpdate, ListImagesRequest,
+    ListImagesResponse, UpdateImageRequest, UpdateImageResponse,
 };
 use crate::proto::containerd::types::Descriptor;
 use crate::scope::Scope;
@@ -168,6 +168,13 @@ impl images_server::Images for Images {
             txn.put(Table::Images, &scope.namespace, &new.name, &record)?;
             Ok(())
         })?;
+        let event = ImageCreate {
+            name: new.name.clone(),
+            labels: to_map(&record.labels),
+        };
+        self.supervisor
+            .events
+            .publish(&scope.namespace, "/images/create", &event);
         Ok(Response::new(CreateImageResponse {
             image: Some(image(&new.name, &record)),
         }))
@@ -208,6 +215,13 @@ impl images_server::Images for Images {
             txn.put(Table::Images, &scope.namespace, &new.name, &record)?;
             Ok::<_, Status>(record)
         })?;
+        let event = ImageUpdate {
+            name: new.name.clone(),
+            labels: to_map(&record.labels),
+        };
+        self.supervisor
+            .events
+            .publish(&scope.namespace, "/images/update", &event);
         Ok(Response::new(UpdateImageResponse {
             image: Some(image(&new.name, &record)),
         }))
@@ -223,6 +237,12 @@ impl images_server::Images for Images {
         if !deleted {
             return Err(not_found(&request.name));
         }
+        let event = ImageDelete {
+            name: request.name.clone(),
+        };
+        self.supervisor
+            .events
+            .publish(&scope.namespace, "/images/delete", &event);
         crate::gc::after_delete(&self.supervisor, request.sync).await?;
         Ok(Response::new(()))
     }

@@ -2,21 +2,21 @@
 //! (`containerd.services.NAME.v1.NAME`). Each is a thin adapter: it reads the
 //! namespace from the request ([`crate::scope`]), calls the store that does the work,
 //! and turns the result into the API's messages and status codes.
-//!
-//! Not served yet (part 2 of the supervisor): Containers, Tasks, Events. A client that
-//! calls them gets `Unimplemented` from the router, naming the service.
 
 use std::collections::{BTreeMap, HashMap};
 
 use tonic::Status;
 
+pub mod containers;
 pub mod content;
 pub mod diff;
+pub mod events;
 pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod tasks;
 pub mod version;
 
 /// Labels as the API sends them, in the order records keep them.

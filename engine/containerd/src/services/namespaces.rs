@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::filters::{self, Filters};
 use crate::metadata::Table;
+use crate::proto::containerd::events::{NamespaceCreate, NamespaceDelete, NamespaceUpdate};
 use crate::proto::containerd::services::namespaces::v1::{
     namespaces_server, CreateNamespaceRequest, CreateNamespaceResponse, DeleteNamespaceRequest,
     GetNamespaceRequest, GetNamespaceResponse, ListNamespacesRequest, ListNamespacesResponse,
@@ -92,6 +93,13 @@ impl namespaces_server::Namespaces for Namespaces {
             txn.put(Table::Namespaces, "", &ns.name, &labels)?;
             Ok(())
         })?;
+        let event = NamespaceCreate {
+            name: ns.name.clone(),
+            labels: to_map(&labels),
+        };
+        self.supervisor
+            .events
+            .publish(&ns.name, "/namespaces/create", &event);
         Ok(Response::new(CreateNamespaceResponse {
             namespace: Some(namespace(&ns.name, &labels)),
         }))
@@ -112,6 +120,13 @@ impl namespaces_server::Namespaces for Namespaces {
             txn.put(Table::Namespaces, "", &ns.name, &labels)?;
             Ok::<_, Status>(labels)
         })?;
+        let event = NamespaceUpdate {
+            name: ns.name.clone(),
+            labels: to_map(&labels),
+        };
+        self.supervisor
+            .events
+            .publish(&ns.name, "/namespaces/update", &event);
         Ok(Response::new(UpdateNamespaceResponse {
             namespace: Some(namespace(&ns.name, &labels)),
         }))
@@ -130,6 +145,7 @@ impl namespaces_server::Namespaces for Namespaces {
                 (Table::Content, "blobs"),
                 (Table::Snapshots, "snapshots"),
                 (Table::Leases, "leases"),
+                (Table::Containers, "containers"),
             ] {
                 if !txn.list::<serde_json::Value>(table, &name)?.is_empty() {
                     used.push(what);
@@ -146,6 +162,10 @@ impl namespaces_server::Namespaces for Namespaces {
             }
             Ok::<_, Status>(())
         })?;
+        let event = NamespaceDelete { name: name.clone() };
+        self.supervisor
+            .events
+            .publish(&name, "/namespaces/delete", &event);
         Ok(Response::new(()))
     }
 }

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::filters::{self, Filters};
 use crate::lease::{add_to_lease, SNAPSHOTS};
 use crate::metadata::{self, Table};
+use crate::proto::containerd::events::{SnapshotCommit, SnapshotPrepare, SnapshotRemove};
 use crate::proto::containerd::services::snapshots::v1::{
     snapshots_server, CleanupRequest, CommitSnapshotRequest, Info, ListSnapshotsRequest,
     ListSnapshotsResponse, MountsRequest, MountsResponse, PrepareSnapshotRequest,
@@ -22,6 +23,9 @@ use crate::scope::Scope;
 use crate::services::{labels, to_map, update_labels};
 use crate::snapshot::{check_name, Kind, New, SnapshotError, SnapshotRecord};
 use crate::supervisor::Supervisor;
+
+/// The one snapshotter berth has, as events name it.
+const SNAPSHOTTER: &str = "overlayfs";
 
 pub struct Snapshots {
     pub supervisor: Arc<Supervisor>,
@@ -92,6 +96,14 @@ impl snapshots_server::Snapshots for Snapshots {
         let r = request.into_inner();
         check_name(&r.snapshotter)?;
         let mounts = self.prepare(&scope, &r.key, &r.parent, Kind::Active, labels(r.labels))?;
+        let event = SnapshotPrepare {
+            key: r.key,
+            parent: r.parent,
+            snapshotter: SNAPSHOTTER.into(),
+        };
+        self.supervisor
+            .events
+            .publish(&scope.namespace, "/snapshot/prepare", &event);
         Ok(Response::new(PrepareSnapshotResponse { mounts }))
     }
 
@@ -134,6 +146,14 @@ impl snapshots_server::Snapshots for Snapshots {
             labels(r.labels),
             |txn| add_to_lease(txn, &scope, SNAPSHOTS, &r.name).map_err(SnapshotError::from),
         )?;
+        let event = SnapshotCommit {
+            key: r.key,
+            name: r.name,
+            snapshotter: SNAPSHOTTER.into(),
+        };
+        self.supervisor
+            .events
+            .publish(&scope.namespace, "/snapshot/commit", &event);
         Ok(Response::new(()))
     }
 
@@ -146,6 +166,13 @@ impl snapshots_server::Snapshots for Snapshots {
         check_name(&r.snapshotter)?;
         let s = &self.supervisor;
         s.snapshots.remove(&s.db, &scope.namespace, &r.key)?;
+        let event = SnapshotRemove {
+            key: r.key,
+            snapshotter: SNAPSHOTTER.into(),
+        };
+        self.supervisor
+            .events
+            .publish(&scope.namespace, "/snapshot/remove", &event);
         Ok(Response::new(()))
     }
 

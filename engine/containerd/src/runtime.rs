@@ -1,0 +1,533 @@
+//! Task runtime v2: starting a shim per task, and talking to it.
+//!
+//! containerd does not run containers. For each task it starts a *shim*, a small
+//! process of the runtime's choosing that outlives containerd and owns the container:
+//! runtime `io.containerd.X.vN` is the program `containerd-shim-X-vN` on the `PATH`
+//! (`containerd-shim-runc-v2`, or berth's own `containerd-shim-berth-v2`). The
+//! handshake ([`Runtime::start_shim`]):
+//!
+//! 1. make the bundle `STATE/io.containerd.runtime.v2.task/NS/ID`, with the
+//!    container's OCI spec as `config.json`, an empty `rootfs/`, and a `log` fifo
+//!    whose other end becomes the shim's stderr (copied into this process's log);
+//! 2. run `BIN -namespace NS -id ID -address SOCK -publish-binary SELF start` in
+//!    it, with the runtime options (a protobuf `Any`) on stdin and
+//!    `TTRPC_ADDRESS=SOCK.ttrpc` (where the shim sends its events,
+//!    [`crate::shim_events`]) in its environment;
+//! 3. `start` forks the long-running shim, prints its ttrpc address
+//!    (`unix:///…/s/HASH`) and exits; berth connects a ttrpc client
+//!    (`containerd.task.v2.Task`) to that address and sends Create.
+//!
+//! From then on every task request is one ttrpc call to the task's shim. The ttrpc
+//! client is synchronous (each call blocks a thread until the shim answers), so calls
+//! run on tokio's blocking pool ([`Shim::call`]), never on the threads that serve
+//! gRPC. The caller's trace context goes along as `traceparent` in the ttrpc
+//! metadata, so the shim's spans are children of the gRPC request's.
+//!
+//! Not yet here (part 2b of the supervisor): a real containerd *reloads* its tasks
+//! after a restart, reading each bundle's `address` file and reconnecting to the
+//! shims, and runs `BIN delete` for a shim found dead (delivering the task's exit
+//! event itself). berth keeps its tasks in memory only, so a restarted
+//! berth-containerd does not know the shims the last run started.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use containerd_shim_protos::api;
+use containerd_shim_protos::TaskClient;
+use prost::Message as _;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tonic::Status;
+
+/// How long a shim's `start` may take, and an ordinary ttrpc call.
+const SHIM_START: Duration = Duration::from_secs(20);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Where bundles live below `--state`, as containerd names the directory.
+pub const TASKS_DIR: &str = "io.containerd.runtime.v2.task";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("runtime name {0:?} is not of the form io.containerd.NAME.VERSION (io.containerd.runc.v2, say)")]
+    RuntimeName(String),
+    #[error("container {id:?} already has a task in namespace {namespace:?}; delete it first")]
+    TaskExists { namespace: String, id: String },
+    #[error("container {id:?} has no task in namespace {namespace:?}; create one first (ctr task start)")]
+    NoTask { namespace: String, id: String },
+    #[error("cannot prepare the bundle {path}: {source}")]
+    Bundle { path: PathBuf, source: io::Error },
+    #[error("cannot run the shim {binary} (is it on berth-containerd's PATH?): {source}")]
+    Spawn { binary: String, source: io::Error },
+    #[error("the shim {binary} did not finish `start` within {SHIM_START:?}")]
+    StartTimeout { binary: String },
+    #[error("the shim {binary} failed to start ({status}): {output}")]
+    Start {
+        binary: String,
+        status: std::process::ExitStatus,
+        output: String,
+    },
+    #[error("cannot connect to the shim of {id:?} at {address}: {source}")]
+    Connect {
+        id: String,
+        address: String,
+        source: ttrpc::Error,
+    },
+    #[error("shim of {id:?}: {method}: {message}")]
+    Call {
+        id: String,
+        method: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+}
+
+impl From<RuntimeError> for Status {
+    fn from(err: RuntimeError) -> Self {
+        let message = err.to_string();
+        match err {
+            RuntimeError::RuntimeName(_) => Status::invalid_argument(message),
+            RuntimeError::TaskExists { .. } => Status::already_exists(message),
+            RuntimeError::NoTask { .. } => Status::not_found(message),
+            RuntimeError::Call { code, .. } => Status::new(code, message),
+            _ => Status::internal(message),
+        }
+    }
+}
+
+/// `io.containerd.runc.v2` → `containerd-shim-runc-v2`.
+pub fn shim_binary(runtime: &str) -> Result<String, RuntimeError> {
+    let bad = || RuntimeError::RuntimeName(runtime.to_owned());
+    let rest = runtime.strip_prefix("io.containerd.").ok_or_else(bad)?;
+    let (name, version) = rest.rsplit_once('.').ok_or_else(bad)?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !plain(name) || !plain(version) || !version.starts_with('v') {
+        return Err(bad());
+    }
+    Ok(format!(
+        "containerd-shim-{}-{version}",
+        name.replace('.', "-")
+    ))
+}
+
+/// One task's shim: where its bundle is and the ttrpc client to it.
+pub struct Shim {
+    pub namespace: String,
+    pub id: String,
+    pub bundle: PathBuf,
+    client: TaskClient,
+    /// Copies the shim's stderr (the `log` fifo) into this process's log.
+    log: tokio::task::JoinHandle<()>,
+}
+
+/// The ttrpc metadata as an OpenTelemetry carrier, to send the caller's `traceparent`.
+struct Metadata<'a>(&'a mut HashMap<String, Vec<String>>);
+
+impl opentelemetry::propagation::Injector for Metadata<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), vec![value]);
+    }
+}
+
+/// A ttrpc call's context: its deadline (none: wait as long as it takes, as Wait
+/// must) and the current span's trace context.
+fn context(timeout: Option<Duration>) -> ttrpc::context::Context {
+    let mut ctx = match timeout {
+        Some(t) => ttrpc::context::with_duration(t),
+        None => ttrpc::context::Context::default(),
+    };
+    berth_trace::context::inject_current(&mut Metadata(&mut ctx.metadata));
+    ctx
+}
+
+impl Shim {
+    // ANCHOR: call
+    /// Calls the shim on tokio's blocking pool. The context (and with it the trace
+    /// parent) is made here, on the request's task, where the request's span is current.
+    pub async fn call<R: Send + 'static>(
+        self: &Arc<Self>,
+        method: &'static str,
+        timeout: Option<Duration>,
+        call: impl FnOnce(&TaskClient, ttrpc::context::Context) -> ttrpc::Result<R> + Send + 'static,
+    ) -> Result<R, RuntimeError> {
+        let ctx = context(timeout);
+        let shim = self.clone();
+        let answer = tokio::task::spawn_blocking(move || call(&shim.client, ctx)).await;
+        let error = |code, message: String| RuntimeError::Call {
+            id: self.id.clone(),
+            method,
+            code,
+            message,
+        };
+        match answer {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(ttrpc::Error::RpcStatus(status))) => Err(error(
+                tonic::Code::from_i32(status.code.value()),
+                status.message,
+            )),
+            Ok(Err(other)) => Err(error(tonic::Code::Unavailable, other.to_string())),
+            Err(join) => Err(error(tonic::Code::Internal, join.to_string())),
+        }
+    }
+    // ANCHOR_END: call
+}
+
+enum Slot {
+    /// Reserved while the shim starts, so a second Create of the same id waits its turn.
+    Creating,
+    Running(Arc<Shim>),
+}
+
+/// Every task this berth-containerd runs, by (namespace, container id).
+pub struct Runtime {
+    /// The bundles' parent: `STATE/io.containerd.runtime.v2.task`.
+    bundles: PathBuf,
+    /// berth-containerd's gRPC socket: shims place their own sockets beside it.
+    address: PathBuf,
+    /// The ttrpc socket shims forward their events to.
+    pub ttrpc_address: PathBuf,
+    debug: bool,
+    /// A std Mutex: held only to look up or change the map, never across an `.await`.
+    tasks: Mutex<HashMap<(String, String), Slot>>,
+}
+
+/// What a new task needs (from the Create request and the container's record).
+pub struct NewTask {
+    pub namespace: String,
+    pub id: String,
+    pub runtime: String,
+    /// The container's OCI spec, as JSON (`config.json`).
+    pub spec: Vec<u8>,
+    /// The runtime options: the shim reads them from its stdin at `start`.
+    pub runtime_options: Option<prost_types::Any>,
+    pub create: api::CreateTaskRequest,
+}
+
+impl Runtime {
+    pub fn new(state: &Path, address: &Path, debug: bool) -> Runtime {
+        let mut ttrpc = address.as_os_str().to_owned();
+        ttrpc.push(".ttrpc");
+        Runtime {
+            bundles: state.join(TASKS_DIR),
+            address: address.to_owned(),
+            ttrpc_address: PathBuf::from(ttrpc),
+            debug,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, HashMap<(String, String), Slot>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn has_task(&self, namespace: &str, id: &str) -> bool {
+        self.tasks()
+            .contains_key(&(namespace.to_owned(), id.to_owned()))
+    }
+
+    /// The shim of a task, if it has one that finished starting.
+    pub fn get(&self, namespace: &str, id: &str) -> Result<Arc<Shim>, RuntimeError> {
+        match self.tasks().get(&(namespace.to_owned(), id.to_owned())) {
+            Some(Slot::Running(shim)) => Ok(shim.clone()),
+            _ => Err(RuntimeError::NoTask {
+                namespace: namespace.to_owned(),
+                id: id.to_owned(),
+            }),
+        }
+    }
+
+    /// The shims of one namespace's tasks.
+    pub fn list(&self, namespace: &str) -> Vec<Arc<Shim>> {
+        let mut shims: Vec<Arc<Shim>> = self
+            .tasks()
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .filter_map(|(_, slot)| match slot {
+                Slot::Running(shim) => Some(shim.clone()),
+                Slot::Creating => None,
+            })
+            .collect();
+        shims.sort_by(|a, b| a.id.cmp(&b.id));
+        shims
+    }
+
+    // ANCHOR: create
+    /// Starts a shim for the task and has it create the task; returns the shim and
+    /// the task's pid. On any failure, what was made is undone.
+    pub async fn create(&self, new: NewTask) -> Result<(Arc<Shim>, u32), RuntimeError> {
+        let key = (new.namespace.clone(), new.id.clone());
+        {
+            let mut tasks = self.tasks();
+            if tasks.contains_key(&key) {
+                return Err(RuntimeError::TaskExists {
+                    namespace: new.namespace,
+                    id: new.id,
+                });
+            }
+            tasks.insert(key.clone(), Slot::Creating);
+        }
+        let created = self.start_and_create(new).await;
+        let mut tasks = self.tasks();
+        match created {
+            Ok((shim, pid)) => {
+                tasks.insert(key, Slot::Running(shim.clone()));
+                Ok((shim, pid))
+            }
+            Err(err) => {
+                tasks.remove(&key);
+                Err(err)
+            }
+        }
+    }
+    // ANCHOR_END: create
+
+    async fn start_and_create(&self, new: NewTask) -> Result<(Arc<Shim>, u32), RuntimeError> {
+        let binary = shim_binary(&new.runtime)?;
+        let bundle = self.bundles.join(&new.namespace).join(&new.id);
+        let log = make_bundle(&bundle, &new.spec)?;
+        let started = self
+            .start_shim(&binary, &new, &bundle)
+            .await
+            .and_then(|address| {
+                let client =
+                    ttrpc::Client::connect(&address).map_err(|source| RuntimeError::Connect {
+                        id: new.id.clone(),
+                        address: address.clone(),
+                        source,
+                    })?;
+                Ok(TaskClient::new(client))
+            });
+        let client = match started {
+            Ok(client) => client,
+            Err(err) => {
+                log.abort();
+                remove_bundle(&bundle);
+                return Err(err);
+            }
+        };
+        let shim = Arc::new(Shim {
+            namespace: new.namespace.clone(),
+            id: new.id.clone(),
+            bundle: bundle.clone(),
+            client,
+            log,
+        });
+        let mut create = new.create;
+        create.id = new.id.clone();
+        create.bundle = bundle.display().to_string();
+        let timeout = Some(CALL_TIMEOUT);
+        match shim
+            .call("Create", timeout, move |c, ctx| c.create(ctx, &create))
+            .await
+        {
+            Ok(response) => Ok((shim, response.pid)),
+            Err(err) => {
+                self.shut_down(&shim).await;
+                Err(err)
+            }
+        }
+    }
+
+    // ANCHOR: start_shim
+    /// Runs the shim's `start` in the bundle; returns the address it printed.
+    async fn start_shim(
+        &self,
+        binary: &str,
+        new: &NewTask,
+        bundle: &Path,
+    ) -> Result<String, RuntimeError> {
+        let own = std::env::current_exe().unwrap_or_else(|_| "berth-containerd".into());
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(["-namespace", &new.namespace, "-id", &new.id])
+            .arg("-address")
+            .arg(&self.address)
+            .arg("-publish-binary")
+            .arg(own)
+            .args(self.debug.then_some("-debug"))
+            .arg("start")
+            .current_dir(bundle)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            // As containerd does: a Go shim needs no more threads than this.
+            .env("GOMAXPROCS", "2")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            binary: binary.to_owned(),
+            source,
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let options = new
+                .runtime_options
+                .as_ref()
+                .map(|o| o.encode_to_vec())
+                .unwrap_or_default();
+            // A shim that does not read its options closes stdin early: not an error.
+            let _ = stdin.write_all(&options).await;
+        }
+        let output = tokio::time::timeout(SHIM_START, child.wait_with_output())
+            .await
+            .map_err(|_| RuntimeError::StartTimeout {
+                binary: binary.to_owned(),
+            })?
+            .map_err(|source| RuntimeError::Spawn {
+                binary: binary.to_owned(),
+                source,
+            })?;
+        let address = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if !output.status.success() || address.is_empty() {
+            return Err(RuntimeError::Start {
+                binary: binary.to_owned(),
+                status: output.status,
+                output: format!("{address}{}", String::from_utf8_lossy(&output.stderr))
+                    .trim()
+                    .to_owned(),
+            });
+        }
+        Ok(address)
+    }
+    // ANCHOR_END: start_shim
+
+    // ANCHOR: delete
+    /// Deletes the task's init process in the shim, then ends the shim and removes
+    /// the bundle. A task still running is refused by the shim, and kept.
+    pub async fn delete(&self, shim: &Arc<Shim>) -> Result<api::DeleteResponse, RuntimeError> {
+        let request = api::DeleteRequest {
+            id: shim.id.clone(),
+            ..Default::default()
+        };
+        let deleted = shim
+            .call("Delete", Some(CALL_TIMEOUT), move |c, ctx| {
+                c.delete(ctx, &request)
+            })
+            .await?;
+        self.shut_down(shim).await;
+        Ok(deleted)
+    }
+    // ANCHOR_END: delete
+
+    /// Asks the shim to exit, forgets the task and removes its bundle.
+    async fn shut_down(&self, shim: &Arc<Shim>) {
+        let request = api::ShutdownRequest {
+            id: shim.id.clone(),
+            ..Default::default()
+        };
+        // A shim exits while it answers Shutdown: a broken connection is success.
+        let _ = shim
+            .call("Shutdown", Some(CALL_TIMEOUT), move |c, ctx| {
+                c.shutdown(ctx, &request)
+            })
+            .await;
+        let key = (shim.namespace.clone(), shim.id.clone());
+        {
+            let mut tasks = self.tasks();
+            if matches!(tasks.get(&key), Some(Slot::Running(s)) if Arc::ptr_eq(s, shim)) {
+                tasks.remove(&key);
+            }
+        }
+        shim.log.abort();
+        let bundle = shim.bundle.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_bundle(&bundle)).await;
+    }
+}
+
+/// Makes the bundle (removing one a crashed run left), writes `config.json`, and
+/// opens the `log` fifo; returns the task copying the shim's log into ours.
+fn make_bundle(bundle: &Path, spec: &[u8]) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RuntimeError::Bundle { path, source }
+    };
+    if bundle.exists() {
+        // Part 2b will reconnect to the shim of such a bundle instead.
+        tracing::warn!(bundle = %bundle.display(), "removing a bundle left by an earlier run");
+        remove_bundle(bundle);
+    }
+    fs::create_dir_all(bundle).map_err(err(bundle))?;
+    fs::write(bundle.join("config.json"), spec).map_err(err(bundle))?;
+    let rootfs = bundle.join("rootfs");
+    fs::create_dir(&rootfs).map_err(err(&rootfs))?;
+    let log = bundle.join("log");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o700))
+        .map_err(|e| err(&log)(e.into()))?;
+    // Read *and* write: the fifo then never reads as ended between two writers (the
+    // `start` process and the shim it leaves), and opening it never blocks.
+    let receiver = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&log)
+        .map_err(err(&log))?;
+    let id = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(receiver).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(target: "shim", id = %id, "{line}");
+        }
+    }))
+}
+
+/// Unmounts whatever is left in the bundle (a shim that died before unmounting the
+/// rootfs) and removes it.
+fn remove_bundle(bundle: &Path) {
+    crate::mount::unmount_all_under(bundle);
+    if let Err(e) = fs::remove_dir_all(bundle) {
+        if e.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(bundle = %bundle.display(), "cannot remove the bundle: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_names_map_to_shim_binaries() {
+        assert_eq!(
+            shim_binary("io.containerd.runc.v2").unwrap(),
+            "containerd-shim-runc-v2"
+        );
+        assert_eq!(
+            shim_binary("io.containerd.berth.v2").unwrap(),
+            "containerd-shim-berth-v2"
+        );
+        for bad in [
+            "runc",
+            "io.containerd.runc",
+            "io.containerd..v2",
+            "io.containerd.a/b.v2",
+        ] {
+            assert!(shim_binary(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_shim_binary_leaves_no_bundle_and_no_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(dir.path(), &dir.path().join("c.sock"), false);
+        let new = NewTask {
+            namespace: "ns".into(),
+            id: "web".into(),
+            runtime: "io.containerd.nosuchshim.v2".into(),
+            spec: b"{}".to_vec(),
+            runtime_options: None,
+            create: api::CreateTaskRequest::default(),
+        };
+        let err = runtime.create(new).await.err().unwrap();
+        assert!(
+            err.to_string().contains("containerd-shim-nosuchshim-v2"),
+            "{err}"
+        );
+        assert!(!runtime.has_task("ns", "web"));
+        assert!(!dir.path().join(TASKS_DIR).join("ns/web").exists());
+    }
+}
