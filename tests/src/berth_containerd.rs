@@ -193,6 +193,15 @@ impl BerthContainerd {
             .collect()
     }
 
+    /// The pid of the shim of task `id` (its command line says `-id ID`), if one runs.
+    pub fn shim_pid_of(&self, id: &str) -> Option<i32> {
+        let flag = format!(" -id {id} ");
+        processes_naming(&self.dir)
+            .into_iter()
+            .find(|(pid, cmdline)| cmdline.contains(&flag) && self.shim_pids().contains(pid))
+            .map(|(pid, _)| pid)
+    }
+
     /// The bundles of the tasks it has now.
     pub fn bundles(&self) -> Vec<PathBuf> {
         let tasks = self.state.join("io.containerd.runtime.v2.task");
@@ -290,6 +299,59 @@ impl BerthContainerd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// `ctr events` for one namespace, written into a file until dropped; subscribed once
+/// [`Events::start`] returns (it has seen an event it caused: a namespace label).
+pub struct Events {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Events {
+    pub fn start(daemon: &BerthContainerd, namespace: &str, path: PathBuf) -> Events {
+        // Each event is one line; into a file, not a pipe (see `peers::output`).
+        let child = daemon
+            .ctr(namespace)
+            .arg("events")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&path).expect("create the events file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start `ctr events`");
+        let events = Events { child, path };
+        wait_until("`ctr events` is subscribed", || {
+            crate::peers::run_ok(daemon.ctr(namespace).args([
+                "namespaces",
+                "label",
+                namespace,
+                "events=on",
+            ]));
+            events.text().contains("/namespaces/update")
+        });
+        events
+    }
+
+    /// Every event so far, one a line.
+    pub fn text(&self) -> String {
+        fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for an event whose line contains every one of `needles`.
+    pub fn wait_for(&self, needles: &[&str]) {
+        wait_until(&format!("an event with {needles:?}"), || {
+            self.text()
+                .lines()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+        });
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

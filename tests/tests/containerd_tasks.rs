@@ -4,11 +4,9 @@
 //! its own instance; after each task nothing may be left: no shim, mount, bundle,
 //! socket or process.
 
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use berth_tests::berth_containerd::BerthContainerd;
+use berth_tests::berth_containerd::{BerthContainerd, Events};
 use berth_tests::images::busybox;
 use berth_tests::peers::{output, run_ok};
 use berth_tests::shim::wait_until;
@@ -92,55 +90,10 @@ fn ctr_run_attached_prints_the_output_and_exits_with_the_status_on_both_shims() 
     }
 }
 
-/// `ctr events` into a file until dropped; subscribed once it has shown an event.
-struct Events {
-    child: Child,
-    path: PathBuf,
-}
-
-impl Events {
-    fn start(daemon: &BerthContainerd, dir: &TempDir) -> Events {
-        let path = dir.path().join("events");
-        let child = daemon
-            .ctr(NAMESPACE)
-            .arg("events")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&path).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let events = Events { child, path };
-        wait_until("`ctr events` is subscribed", || {
-            ctr(daemon, &["namespaces", "label", NAMESPACE, "events=on"]);
-            events.text().contains("/namespaces/update")
-        });
-        events
-    }
-
-    fn text(&self) -> String {
-        fs::read_to_string(&self.path).unwrap_or_default()
-    }
-
-    fn wait_for(&self, needles: &[&str]) {
-        wait_until(&format!("an event with {needles:?}"), || {
-            self.text()
-                .lines()
-                .any(|line| needles.iter().all(|n| line.contains(n)))
-        });
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_detached_task_is_listed_execd_paused_killed_and_deleted_on_both_shims() {
     let (dir, daemon) = start();
-    let events = Events::start(&daemon, &dir);
+    let events = Events::start(&daemon, NAMESPACE, dir.path().join("events"));
     for runtime in RUNTIMES {
         let id = format!("sleeper-{}", runtime.split('.').nth(2).unwrap());
         let id = id.as_str();

@@ -60,9 +60,13 @@ events!(
     SnapshotCommit,
     SnapshotRemove,
     ContentDelete,
+    TaskExit,
+    TaskDelete,
 );
 
-/// The fan-out. Cheap to share: publishing never waits for a subscriber.
+/// The fan-out. Cheap to share (a clone publishes to the same subscribers), and
+/// publishing never waits for a subscriber.
+#[derive(Clone)]
 pub struct Exchange {
     sender: broadcast::Sender<Envelope>,
 }

@@ -18,13 +18,11 @@
 //! - [`lease`] and [`gc`]: what keeps things alive, and removing what nothing does.
 //! - [`filters`]: containerd's filter language for `List` calls (and event filters).
 //! - [`events`]: the in-process fan-out every event goes through to its subscribers.
-//! - [`runtime`]: task runtime v2, starting a shim per task and calling it over ttrpc;
+//! - [`runtime`]: task runtime v2, starting a shim per task and calling it over ttrpc,
+//!   reloading the tasks after a restart and cleaning up after dead shims;
 //!   [`shim_events`]: the ttrpc socket the shims send their events to.
 //! - [`services`]: the gRPC services, one file each, thin adapters over the above.
 //! - [`proto`]: the API's types, generated from containerd's `.proto` files.
-//!
-//! Not yet here (part 2b): reloading tasks after a restart, and cleaning up after a
-//! shim that died (see [`runtime`]).
 
 pub mod cli;
 pub mod content;

@@ -23,29 +23,42 @@
 //! gRPC. The caller's trace context goes along as `traceparent` in the ttrpc
 //! metadata, so the shim's spans are children of the gRPC request's.
 //!
-//! Not yet here (part 2b of the supervisor): a real containerd *reloads* its tasks
-//! after a restart, reading each bundle's `address` file and reconnecting to the
-//! shims, and runs `BIN delete` for a shim found dead (delivering the task's exit
-//! event itself). berth keeps its tasks in memory only, so a restarted
-//! berth-containerd does not know the shims the last run started.
+//! A shim outlives berth-containerd, so a restarted berth-containerd *reloads* its
+//! tasks ([`Runtime::reload`]): it walks the bundles, reads each one's `address` file
+//! and reconnects. A shim that does not answer is dead; berth runs
+//! `BIN … -bundle B delete` for it (the shim program cleaning up after its dead
+//! self: the container is force-deleted, the rootfs unmounted) and delivers the
+//! task's `/tasks/exit` itself, since no shim is left to send it. While it runs, berth
+//! watches every shim's socket ([`Runtime::watch`]) and does the same for a shim
+//! that dies under it.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::Message as _;
 use containerd_shim_protos::TaskClient;
 use prost::Message as _;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tonic::Status;
 
-/// How long a shim's `start` may take, and an ordinary ttrpc call.
+use crate::events::Exchange;
+use crate::proto::containerd::events::{TaskDelete, TaskExit};
+
+/// How long a shim's `start` (or `delete`) may take, and an ordinary ttrpc call.
 const SHIM_START: Duration = Duration::from_secs(20);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a reloaded shim gets to answer Connect before it is taken for dead.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// The exit status reported for a task whose shim died and whose `delete` said
+/// nothing better (containerd's choice too).
+const UNKNOWN_EXIT: u32 = 255;
 /// Where bundles live below `--state`, as containerd names the directory.
 pub const TASKS_DIR: &str = "io.containerd.runtime.v2.task";
 
@@ -59,6 +72,10 @@ pub enum RuntimeError {
     NoTask { namespace: String, id: String },
     #[error("cannot prepare the bundle {path}: {source}")]
     Bundle { path: PathBuf, source: io::Error },
+    #[error("the bundle {path} is left from an earlier run and could not be cleaned up at startup (see berth-containerd's log); unmount and remove it by hand")]
+    StaleBundle { path: PathBuf },
+    #[error("cannot read the shim's address from {path}: {source}")]
+    Address { path: PathBuf, source: io::Error },
     #[error("cannot run the shim {binary} (is it on berth-containerd's PATH?): {source}")]
     Spawn { binary: String, source: io::Error },
     #[error("the shim {binary} did not finish `start` within {SHIM_START:?}")]
@@ -69,6 +86,8 @@ pub enum RuntimeError {
         status: std::process::ExitStatus,
         output: String,
     },
+    #[error("the shim {binary} failed to `delete` after its dead shim: {output}")]
+    Delete { binary: String, output: String },
     #[error("cannot connect to the shim of {id:?} at {address}: {source}")]
     Connect {
         id: String,
@@ -90,6 +109,7 @@ impl From<RuntimeError> for Status {
         match err {
             RuntimeError::RuntimeName(_) => Status::invalid_argument(message),
             RuntimeError::TaskExists { .. } => Status::already_exists(message),
+            RuntimeError::StaleBundle { .. } => Status::failed_precondition(message),
             RuntimeError::NoTask { .. } => Status::not_found(message),
             RuntimeError::Call { code, .. } => Status::new(code, message),
             _ => Status::internal(message),
@@ -121,6 +141,14 @@ pub struct Shim {
     pub namespace: String,
     pub id: String,
     pub bundle: PathBuf,
+    /// The shim program (`containerd-shim-runc-v2`), for `delete` if the shim dies.
+    binary: String,
+    /// Where it listens (`unix:///…/s/HASH`), as its `start` printed it.
+    address: String,
+    /// The task's pid, for the exit event should the shim die.
+    pid: AtomicU32,
+    /// Set before berth asks the shim to exit, so its going is not taken for a death.
+    closing: AtomicBool,
     client: TaskClient,
     /// Copies the shim's stderr (the `log` fifo) into this process's log.
     log: tokio::task::JoinHandle<()>,
@@ -193,6 +221,8 @@ pub struct Runtime {
     /// The ttrpc socket shims forward their events to.
     pub ttrpc_address: PathBuf,
     debug: bool,
+    /// Where the exit of a task whose shim died is published.
+    events: Exchange,
     /// A std Mutex: held only to look up or change the map, never across an `.await`.
     tasks: Mutex<HashMap<(String, String), Slot>>,
 }
@@ -210,7 +240,7 @@ pub struct NewTask {
 }
 
 impl Runtime {
-    pub fn new(state: &Path, address: &Path, debug: bool) -> Runtime {
+    pub fn new(state: &Path, address: &Path, debug: bool, events: Exchange) -> Runtime {
         let mut ttrpc = address.as_os_str().to_owned();
         ttrpc.push(".ttrpc");
         Runtime {
@@ -218,6 +248,7 @@ impl Runtime {
             address: address.to_owned(),
             ttrpc_address: PathBuf::from(ttrpc),
             debug,
+            events,
             tasks: Mutex::new(HashMap::new()),
         }
     }
@@ -260,7 +291,7 @@ impl Runtime {
     // ANCHOR: create
     /// Starts a shim for the task and has it create the task; returns the shim and
     /// the task's pid. On any failure, what was made is undone.
-    pub async fn create(&self, new: NewTask) -> Result<(Arc<Shim>, u32), RuntimeError> {
+    pub async fn create(self: &Arc<Self>, new: NewTask) -> Result<(Arc<Shim>, u32), RuntimeError> {
         let key = (new.namespace.clone(), new.id.clone());
         {
             let mut tasks = self.tasks();
@@ -277,6 +308,7 @@ impl Runtime {
         match created {
             Ok((shim, pid)) => {
                 tasks.insert(key, Slot::Running(shim.clone()));
+                tokio::spawn(self.clone().watch(shim.clone()));
                 Ok((shim, pid))
             }
             Err(err) => {
@@ -301,10 +333,10 @@ impl Runtime {
                         address: address.clone(),
                         source,
                     })?;
-                Ok(TaskClient::new(client))
+                Ok((address, TaskClient::new(client)))
             });
-        let client = match started {
-            Ok(client) => client,
+        let (address, client) = match started {
+            Ok(started) => started,
             Err(err) => {
                 log.abort();
                 remove_bundle(&bundle);
@@ -315,6 +347,10 @@ impl Runtime {
             namespace: new.namespace.clone(),
             id: new.id.clone(),
             bundle: bundle.clone(),
+            binary,
+            address,
+            pid: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
             client,
             log,
         });
@@ -326,7 +362,10 @@ impl Runtime {
             .call("Create", timeout, move |c, ctx| c.create(ctx, &create))
             .await
         {
-            Ok(response) => Ok((shim, response.pid)),
+            Ok(response) => {
+                shim.pid.store(response.pid, Ordering::Relaxed);
+                Ok((shim, response.pid))
+            }
             Err(err) => {
                 self.shut_down(&shim).await;
                 Err(err)
@@ -342,23 +381,11 @@ impl Runtime {
         new: &NewTask,
         bundle: &Path,
     ) -> Result<String, RuntimeError> {
-        let own = std::env::current_exe().unwrap_or_else(|_| "berth-containerd".into());
-        let mut cmd = tokio::process::Command::new(binary);
-        cmd.args(["-namespace", &new.namespace, "-id", &new.id])
-            .arg("-address")
-            .arg(&self.address)
-            .arg("-publish-binary")
-            .arg(own)
-            .args(self.debug.then_some("-debug"))
-            .arg("start")
-            .current_dir(bundle)
-            .env("TTRPC_ADDRESS", &self.ttrpc_address)
-            // As containerd does: a Go shim needs no more threads than this.
-            .env("GOMAXPROCS", "2")
+        let mut cmd = self.shim_command(binary, &new.namespace, &new.id, bundle);
+        cmd.arg("start")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
             binary: binary.to_owned(),
             source,
@@ -413,8 +440,10 @@ impl Runtime {
     }
     // ANCHOR_END: delete
 
-    /// Asks the shim to exit, forgets the task and removes its bundle.
+    /// Asks the shim to exit, removes its bundle and forgets the task (in that
+    /// order: a Create of the same id must not find the old bundle).
     async fn shut_down(&self, shim: &Arc<Shim>) {
+        shim.closing.store(true, Ordering::Relaxed);
         let request = api::ShutdownRequest {
             id: shim.id.clone(),
             ..Default::default()
@@ -425,30 +454,336 @@ impl Runtime {
                 c.shutdown(ctx, &request)
             })
             .await;
-        let key = (shim.namespace.clone(), shim.id.clone());
-        {
-            let mut tasks = self.tasks();
-            if matches!(tasks.get(&key), Some(Slot::Running(s)) if Arc::ptr_eq(s, shim)) {
-                tasks.remove(&key);
-            }
-        }
         shim.log.abort();
         let bundle = shim.bundle.clone();
         let _ = tokio::task::spawn_blocking(move || remove_bundle(&bundle)).await;
+        self.forget(shim);
+    }
+
+    /// Removes the task from the map, if the map still holds this very shim.
+    fn forget(&self, shim: &Arc<Shim>) {
+        let key = (shim.namespace.clone(), shim.id.clone());
+        let mut tasks = self.tasks();
+        if matches!(tasks.get(&key), Some(Slot::Running(s)) if Arc::ptr_eq(s, shim)) {
+            tasks.remove(&key);
+        }
+    }
+
+    // ANCHOR: reload
+    /// Takes back the tasks an earlier run left, stopped cleanly or killed: one
+    /// bundle each, `STATE/io.containerd.runtime.v2.task/NS/ID`. A shim that answers
+    /// is registered as before; after one that does not, the task is cleaned up and
+    /// its exit published. `runtime_of` names a container's runtime (from its
+    /// record: the bundle does not say which shim program made it). Called before
+    /// gRPC is served, so no request sees a half-loaded runtime.
+    pub async fn reload(self: &Arc<Self>, runtime_of: impl Fn(&str, &str) -> Option<String>) {
+        for (namespace, id) in self.bundles_on_disk() {
+            let bundle = self.bundles.join(&namespace).join(&id);
+            let binary = match runtime_of(&namespace, &id).map(|r| shim_binary(&r)) {
+                Some(Ok(binary)) => binary,
+                // As containerd does: without the record there is no shim program to
+                // run `delete` with, so only the bundle goes.
+                _ => {
+                    tracing::warn!(%namespace, %id, "a bundle without a container record (or with a bad runtime); removing it");
+                    remove_bundle(&bundle);
+                    continue;
+                }
+            };
+            match self.reconnect(&namespace, &id, &bundle, &binary).await {
+                Ok(shim) => {
+                    let pid = shim.pid.load(Ordering::Relaxed);
+                    tracing::info!(%namespace, %id, pid, "reconnected to the task's shim");
+                    self.tasks()
+                        .insert((namespace, id), Slot::Running(shim.clone()));
+                    tokio::spawn(self.clone().watch(shim));
+                }
+                Err(e) => {
+                    tracing::warn!(%namespace, %id, "the task's shim is gone ({e}); cleaning up after it");
+                    let dead = DeadShim {
+                        namespace: &namespace,
+                        id: &id,
+                        bundle: &bundle,
+                        binary: &binary,
+                        pid: 0,
+                    };
+                    self.clean_up_dead(&dead).await;
+                }
+            }
+        }
+    }
+    // ANCHOR_END: reload
+
+    /// The (namespace, id) of every bundle on disk, sorted.
+    fn bundles_on_disk(&self) -> Vec<(String, String)> {
+        let dirs = |dir: &Path| -> Vec<String> {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        };
+        let mut found: Vec<(String, String)> = dirs(&self.bundles)
+            .into_iter()
+            .flat_map(|ns| {
+                dirs(&self.bundles.join(&ns))
+                    .into_iter()
+                    .map(move |id| (ns.clone(), id))
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Connects to the shim the bundle's `address` file names, follows its log
+    /// again, and confirms it answers (Connect, which also gives the task's pid).
+    async fn reconnect(
+        &self,
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+        binary: &str,
+    ) -> Result<Arc<Shim>, RuntimeError> {
+        let path = bundle.join("address");
+        let address = fs::read_to_string(&path)
+            .map_err(|source| RuntimeError::Address { path, source })?
+            .trim()
+            .to_owned();
+        let client = ttrpc::Client::connect(&address).map_err(|source| RuntimeError::Connect {
+            id: id.to_owned(),
+            address: address.clone(),
+            source,
+        })?;
+        let shim = Arc::new(Shim {
+            namespace: namespace.to_owned(),
+            id: id.to_owned(),
+            bundle: bundle.to_owned(),
+            binary: binary.to_owned(),
+            address,
+            pid: AtomicU32::new(0),
+            closing: AtomicBool::new(false),
+            client: TaskClient::new(client),
+            log: follow_log(bundle)?,
+        });
+        let request = api::ConnectRequest {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        let connected = shim
+            .call("Connect", Some(RELOAD_TIMEOUT), move |c, ctx| {
+                c.connect(ctx, &request)
+            })
+            .await;
+        match connected {
+            Ok(connected) => {
+                shim.pid.store(connected.task_pid, Ordering::Relaxed);
+                Ok(shim)
+            }
+            Err(e) => {
+                shim.log.abort();
+                Err(e)
+            }
+        }
+    }
+
+    // ANCHOR: watch
+    /// Waits for the shim to die, then cleans up after it. berth keeps a second,
+    /// idle connection to the shim's socket (the synchronous ttrpc client tells
+    /// nobody when its own breaks), and the kernel closes it when the shim dies.
+    /// containerd does the same with its ttrpc client's on-close callback. An end
+    /// berth asked for (Shutdown) is not a death.
+    async fn watch(self: Arc<Self>, shim: Arc<Shim>) {
+        let socket = shim
+            .address
+            .strip_prefix("unix://")
+            .unwrap_or(&shim.address);
+        loop {
+            match tokio::net::UnixStream::connect(socket).await {
+                Ok(mut stream) => {
+                    // Nothing is ever sent on it: any answer to a read means closed.
+                    let mut buf = [0u8; 64];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => {
+                    tracing::warn!(id = %shim.id, address = %shim.address, "cannot watch the shim, so its death would go unnoticed: {e}");
+                    return;
+                }
+            }
+            if shim.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            // The connection closed but the socket may still answer (a shim that
+            // drops idle connections): look again, shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if shim.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(namespace = %shim.namespace, id = %shim.id, "the task's shim died; cleaning up after it");
+        shim.log.abort();
+        let dead = DeadShim {
+            namespace: &shim.namespace,
+            id: &shim.id,
+            bundle: &shim.bundle,
+            binary: &shim.binary,
+            pid: shim.pid.load(Ordering::Relaxed),
+        };
+        self.clean_up_dead(&dead).await;
+        self.forget(&shim);
+    }
+    // ANCHOR_END: watch
+
+    // ANCHOR: dead_shim
+    /// Cleans up after a shim that is gone: runs the shim program's `delete` in the
+    /// bundle (it force-deletes the container, unmounts the rootfs and prints a
+    /// `DeleteResponse`), removes the bundle, and publishes the `/tasks/exit` and
+    /// `/tasks/delete` the dead shim cannot send.
+    async fn clean_up_dead(&self, dead: &DeadShim<'_>) {
+        let (mut pid, exit_status, exited_at) = match self.run_delete(dead).await {
+            Ok(d) => (d.pid, d.exit_status, d.exited_at.into_option()),
+            Err(e) => {
+                tracing::warn!(namespace = %dead.namespace, id = %dead.id, "{e}");
+                (0, UNKNOWN_EXIT, None)
+            }
+        };
+        if pid == 0 {
+            // Shims do not know the pid at `delete`; berth may.
+            pid = dead.pid;
+        }
+        let exited_at = exited_at
+            .map(|t| prost_types::Timestamp {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            })
+            .unwrap_or_else(|| crate::metadata::timestamp(crate::metadata::now()));
+        let bundle = dead.bundle.to_owned();
+        let _ = tokio::task::spawn_blocking(move || {
+            remove_dead_socket(&bundle);
+            remove_bundle(&bundle);
+        })
+        .await;
+        let exit = TaskExit {
+            container_id: dead.id.to_owned(),
+            id: dead.id.to_owned(),
+            pid,
+            exit_status,
+            exited_at: Some(exited_at),
+        };
+        self.events.publish(dead.namespace, "/tasks/exit", &exit);
+        let delete = TaskDelete {
+            container_id: dead.id.to_owned(),
+            pid,
+            exit_status,
+            exited_at: Some(exited_at),
+            id: String::new(),
+        };
+        self.events
+            .publish(dead.namespace, "/tasks/delete", &delete);
+        tracing::info!(namespace = %dead.namespace, id = %dead.id, pid, exit_status, "cleaned up after the task's dead shim");
+    }
+    // ANCHOR_END: dead_shim
+
+    /// Runs `BIN … -bundle B delete` in the bundle; returns the `DeleteResponse` it prints.
+    async fn run_delete(&self, dead: &DeadShim<'_>) -> Result<api::DeleteResponse, RuntimeError> {
+        let mut cmd = self.shim_command(dead.binary, dead.namespace, dead.id, dead.bundle);
+        cmd.arg("-bundle")
+            .arg(dead.bundle)
+            .arg("delete")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let failed = |output: String| RuntimeError::Delete {
+            binary: dead.binary.to_owned(),
+            output,
+        };
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            binary: dead.binary.to_owned(),
+            source,
+        })?;
+        let output = tokio::time::timeout(SHIM_START, child.wait_with_output())
+            .await
+            .map_err(|_| failed(format!("no answer within {SHIM_START:?}")))?
+            .map_err(|e| failed(e.to_string()))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(failed(format!("{}: {}", output.status, stderr.trim())));
+        }
+        api::DeleteResponse::parse_from_bytes(&output.stdout)
+            .map_err(|e| failed(format!("its output is not a DeleteResponse: {e}")))
+    }
+
+    /// The shim program with the flags every action takes, run in the bundle.
+    fn shim_command(
+        &self,
+        binary: &str,
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+    ) -> tokio::process::Command {
+        let own = std::env::current_exe().unwrap_or_else(|_| "berth-containerd".into());
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(["-namespace", namespace, "-id", id])
+            .arg("-address")
+            .arg(&self.address)
+            .arg("-publish-binary")
+            .arg(own)
+            .args(self.debug.then_some("-debug"))
+            .current_dir(bundle)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            // As containerd does: a Go shim needs no more threads than this.
+            .env("GOMAXPROCS", "2")
+            .kill_on_drop(true);
+        cmd
     }
 }
 
-/// Makes the bundle (removing one a crashed run left), writes `config.json`, and
-/// opens the `log` fifo; returns the task copying the shim's log into ours.
+/// What is known of a task whose shim is gone: enough to run the shim program's
+/// `delete` and to report the exit.
+struct DeadShim<'a> {
+    namespace: &'a str,
+    id: &'a str,
+    bundle: &'a Path,
+    binary: &'a str,
+    /// The task's pid if berth knew it, else 0.
+    pid: u32,
+}
+
+/// Removes the socket a dead shim leaves (it cannot remove it itself), if nothing
+/// listens on it any more.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let Some(socket) = address.trim().strip_prefix("unix://") else {
+        return;
+    };
+    if !socket.starts_with('@') && std::os::unix::net::UnixStream::connect(socket).is_err() {
+        let _ = fs::remove_file(socket);
+    }
+}
+
+/// Makes the bundle, writes `config.json`, and makes the `log` fifo; returns the task
+/// copying the shim's log into ours.
 fn make_bundle(bundle: &Path, spec: &[u8]) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| RuntimeError::Bundle { path, source }
     };
     if bundle.exists() {
-        // Part 2b will reconnect to the shim of such a bundle instead.
-        tracing::warn!(bundle = %bundle.display(), "removing a bundle left by an earlier run");
-        remove_bundle(bundle);
+        // The startup reload took back, or removed, every bundle it found (and a
+        // task's own bundle goes before the task does): this one it could not remove.
+        return Err(RuntimeError::StaleBundle {
+            path: bundle.to_owned(),
+        });
     }
     fs::create_dir_all(bundle).map_err(err(bundle))?;
     fs::write(bundle.join("config.json"), spec).map_err(err(bundle))?;
@@ -457,12 +792,22 @@ fn make_bundle(bundle: &Path, spec: &[u8]) -> Result<tokio::task::JoinHandle<()>
     let log = bundle.join("log");
     nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o700))
         .map_err(|e| err(&log)(e.into()))?;
+    follow_log(bundle)
+}
+
+/// Opens the bundle's `log` fifo and copies what the shim writes to it into this
+/// process's log (at create, and again for a reloaded shim).
+fn follow_log(bundle: &Path) -> Result<tokio::task::JoinHandle<()>, RuntimeError> {
+    let log = bundle.join("log");
     // Read *and* write: the fifo then never reads as ended between two writers (the
     // `start` process and the shim it leaves), and opening it never blocks.
     let receiver = tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(&log)
-        .map_err(err(&log))?;
+        .map_err(|source| RuntimeError::Bundle {
+            path: log.clone(),
+            source,
+        })?;
     let id = bundle
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -513,7 +858,12 @@ mod tests {
     #[tokio::test]
     async fn a_missing_shim_binary_leaves_no_bundle_and_no_task() {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = Runtime::new(dir.path(), &dir.path().join("c.sock"), false);
+        let runtime = Arc::new(Runtime::new(
+            dir.path(),
+            &dir.path().join("c.sock"),
+            false,
+            Exchange::default(),
+        ));
         let new = NewTask {
             namespace: "ns".into(),
             id: "web".into(),
@@ -529,5 +879,43 @@ mod tests {
         );
         assert!(!runtime.has_task("ns", "web"));
         assert!(!dir.path().join(TASKS_DIR).join("ns/web").exists());
+    }
+
+    #[tokio::test]
+    async fn a_bundle_whose_shim_is_gone_is_removed_and_its_exit_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = Exchange::default();
+        let mut seen = events.subscribe();
+        let runtime = Arc::new(Runtime::new(
+            dir.path(),
+            &dir.path().join("c.sock"),
+            false,
+            events,
+        ));
+        // What a crash in the middle of a start leaves: a bundle without an address
+        // (and here, a shim program that is not even installed).
+        let bundle = dir.path().join(TASKS_DIR).join("ns/web");
+        fs::create_dir_all(bundle.join("rootfs")).unwrap();
+        // And a bundle whose container record is gone.
+        let orphan = dir.path().join(TASKS_DIR).join("ns/orphan");
+        fs::create_dir_all(&orphan).unwrap();
+
+        runtime
+            .reload(|_, id| (id == "web").then(|| "io.containerd.nosuchshim.v2".to_owned()))
+            .await;
+        assert!(!bundle.exists() && !orphan.exists());
+        assert!(!runtime.has_task("ns", "web"));
+
+        let exit = seen.try_recv().unwrap();
+        assert_eq!(
+            (exit.namespace.as_str(), exit.topic.as_str()),
+            ("ns", "/tasks/exit")
+        );
+        let any = exit.event.unwrap();
+        assert_eq!(any.type_url, "containerd.events.TaskExit");
+        let exit = TaskExit::decode(any.value.as_slice()).unwrap();
+        assert_eq!((exit.id.as_str(), exit.exit_status), ("web", UNKNOWN_EXIT));
+        assert_eq!(seen.try_recv().unwrap().topic, "/tasks/delete");
+        assert!(seen.try_recv().is_err(), "no event for the orphan");
     }
 }

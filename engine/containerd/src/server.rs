@@ -144,8 +144,22 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     tokio::spawn(crate::gc::run_forever(supervisor.clone()));
 
     let listener = listen(&config.address)?;
-    let runtime = Arc::new(Runtime::new(&config.state, &config.address, config.debug));
+    let runtime = Arc::new(Runtime::new(
+        &config.state,
+        &config.address,
+        config.debug,
+        supervisor.events.clone(),
+    ));
     let shim_events = crate::shim_events::serve(&runtime.ttrpc_address, supervisor.clone())?;
+    // The tasks the last run left: after the events socket (a reloaded shim may be
+    // sending), before any request (none may see a task half-loaded).
+    runtime
+        .reload(|namespace, id| {
+            services::containers::get(&supervisor, namespace, id)
+                .ok()
+                .map(|c| c.runtime)
+        })
+        .await;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
