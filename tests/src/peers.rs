@@ -540,15 +540,27 @@ impl Drop for Containerd {
 /// A real dockerd (Debian's) with data-root, exec-root, pid file and socket under
 /// `dir`, in its own network namespace, with no bridge and no iptables rules. It
 /// talks to a containerd of its own (under `dir/containerd`), never to the host's,
-/// and puts its containers' cgroups below that containerd's [`CgroupParent`].
+/// and puts its containers' cgroups below that containerd's [`CgroupParent`]; or, from
+/// [`Dockerd::start_on_containerd`], to a containerd the test started (berth's, say),
+/// with a [`CgroupParent`] of its own.
 pub struct Dockerd {
     pub socket: PathBuf,
     config_dir: PathBuf,
     dir: PathBuf,
     daemon: Daemon,
-    // Fields drop after the struct's own `drop`, in order: this containerd stops
+    /// The arguments dockerd was started with, for [`Dockerd::restart`].
+    args: Vec<std::ffi::OsString>,
+    // Fields drop after the struct's own `drop`, in order: an own containerd stops
     // only after `Dockerd::drop` has stopped dockerd.
-    containerd: Containerd,
+    backing: Backing,
+}
+
+/// The containerd a [`Dockerd`] talks to.
+enum Backing {
+    /// Started with it and stopped after it.
+    Own(Containerd),
+    /// The test's (berth-containerd, say): only the cgroup is dockerd's.
+    External(CgroupParent),
 }
 
 impl Dockerd {
@@ -560,50 +572,105 @@ impl Dockerd {
     /// `--add-runtime=berth=/path/to/berth-runc`.
     pub fn start_with<S: AsRef<OsStr>>(dir: &Path, extra_args: &[S]) -> Dockerd {
         let dir = fs::canonicalize(dir).expect("resolve dockerd's directory");
-        let dir = dir.as_path();
         // Without `--containerd`, dockerd 20.10 uses the host's containerd whenever
         // /run/containerd/containerd.sock exists, and starts one of its own otherwise.
         let containerd = Containerd::start(&dir.join("containerd"));
-        let dockerd = require("dockerd");
+        let socket = containerd.socket.clone();
+        Dockerd::launch(&dir, &socket, Backing::Own(containerd), extra_args)
+    }
+
+    /// Starts dockerd on the containerd listening on `containerd` (a
+    /// berth-containerd the test started and stops), with `extra_args` after the
+    /// isolating ones. Its containers go in a [`CgroupParent`] of the dockerd's own.
+    pub fn start_on_containerd<S: AsRef<OsStr>>(
+        dir: &Path,
+        containerd: &Path,
+        extra_args: &[S],
+    ) -> Dockerd {
+        let dir = fs::canonicalize(dir).expect("resolve dockerd's directory");
+        let backing = Backing::External(CgroupParent::new());
+        Dockerd::launch(&dir, containerd, backing, extra_args)
+    }
+
+    fn launch<S: AsRef<OsStr>>(
+        dir: &Path,
+        containerd: &Path,
+        backing: Backing,
+        extra_args: &[S],
+    ) -> Dockerd {
         let socket = dir.join("docker.sock");
         let config_file = dir.join("daemon.json");
         fs::write(&config_file, "{}").expect("write daemon.json");
-        // `unshare --net` execs dockerd in a fresh network namespace: nothing it
-        // does to networking can reach the host's.
-        let mut cmd = Command::new(require("unshare"));
-        cmd.arg("--net")
-            .arg(dockerd)
-            .arg("--config-file")
-            .arg(&config_file)
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("--host")
-            .arg(format!("unix://{}", socket.display()))
-            .args([
+        let cgroup = match &backing {
+            Backing::Own(containerd) => containerd.cgroup_parent().path(),
+            Backing::External(cgroup) => cgroup.path(),
+        };
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--config-file".into(),
+            config_file.into(),
+            "--data-root".into(),
+            dir.join("data").into(),
+            "--exec-root".into(),
+            dir.join("exec").into(),
+            "--pidfile".into(),
+            dir.join("docker.pid").into(),
+            "--host".into(),
+            format!("unix://{}", socket.display()).into(),
+        ];
+        args.extend(
+            [
                 "--bridge=none",
                 "--iptables=false",
                 "--ip6tables=false",
                 "--ip-masq=false",
-            ])
-            .args(["--storage-driver=vfs", "--log-level=warn"])
-            .arg("--containerd")
-            .arg(&containerd.socket)
-            .arg("--cgroup-parent")
-            .arg(containerd.cgroup_parent().path())
-            .args(extra_args);
-        let mut daemon = Daemon::spawn("dockerd", cmd, dir.join("dockerd.log"));
-        daemon.wait_for_socket(&socket);
+                "--storage-driver=vfs",
+                "--log-level=warn",
+                "--containerd",
+            ]
+            .map(Into::into),
+        );
+        args.push(containerd.into());
+        args.push("--cgroup-parent".into());
+        args.push(cgroup.into());
+        args.extend(extra_args.iter().map(|a| a.as_ref().to_owned()));
+        let daemon = Dockerd::spawn(dir, &socket, &args, "dockerd.log");
         Dockerd {
             socket,
             config_dir: dir.join("cli"),
             dir: dir.to_owned(),
             daemon,
-            containerd,
+            args,
+            backing,
         }
+    }
+
+    /// Runs dockerd with `args` and waits for its socket; the log goes to `log`.
+    fn spawn(dir: &Path, socket: &Path, args: &[std::ffi::OsString], log: &str) -> Daemon {
+        // `unshare --net` execs dockerd in a fresh network namespace: nothing it
+        // does to networking can reach the host's. With `--bridge=none` dockerd
+        // deletes any `docker0` it can see; in this namespace there is none.
+        let mut cmd = Command::new(require("unshare"));
+        cmd.arg("--net").arg(require("dockerd")).args(args);
+        let mut daemon = Daemon::spawn("dockerd", cmd, dir.join(log));
+        daemon.wait_for_socket(socket);
+        daemon
+    }
+
+    /// Stops dockerd (SIGTERM) and starts it again with the same arguments; its
+    /// second log is `dockerd-2.log`. With `--live-restore`, its containers keep
+    /// running meanwhile and the new dockerd finds them again. (The new dockerd is
+    /// in a new network namespace, so it logs that it cannot restore the old
+    /// container sandboxes' network; the containers themselves are restored.)
+    pub fn restart(&mut self) {
+        self.daemon.stop();
+        let _ = fs::remove_file(&self.socket);
+        self.daemon = Dockerd::spawn(&self.dir, &self.socket, &self.args, "dockerd-2.log");
+    }
+
+    /// dockerd's log so far (every run's), for failure messages.
+    pub fn log(&self) -> String {
+        let read = |name: &str| fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        read("dockerd.log") + &read("dockerd-2.log")
     }
 
     /// `--exec-root`: where dockerd keeps its runtime state, the runtimes' included.
@@ -613,7 +680,10 @@ impl Dockerd {
 
     /// The cgroup dockerd puts its containers' cgroups below (`--cgroup-parent`).
     pub fn cgroup_parent(&self) -> &CgroupParent {
-        self.containerd.cgroup_parent()
+        match &self.backing {
+            Backing::Own(containerd) => containerd.cgroup_parent(),
+            Backing::External(cgroup) => cgroup,
+        }
     }
 
     /// The `docker` CLI talking to this dockerd, with its own config directory.
@@ -629,9 +699,13 @@ impl Dockerd {
 impl Drop for Dockerd {
     fn drop(&mut self) {
         // Killed containers stop at once; left running, dockerd's own shutdown would
-        // give each one a 10 s grace period. The containerd goes after this.
-        self.containerd.cgroup.kill_all();
+        // give each one a 10 s grace period. An own containerd goes after this; an
+        // external one is the test's to stop, but the cgroup is dockerd's.
+        self.cgroup_parent().kill_all();
         self.daemon.stop();
         unmount_under(&self.dir);
+        if let Backing::External(cgroup) = &self.backing {
+            cgroup.remove();
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! (`name`, `labels.KEY`, `target.digest`), optionally followed by an operator (`==`,
 //! `!=`, `~=` for a regular expression) and a value. A bare field path asks that the
 //! field be present and non-empty. A path element or value can be quoted with `"…"`
-//! (Go escapes) or `/…/` (handy for regular expressions).
+//! (Go escapes), or with `/…/` or `|…|` (handy for regular expressions: dockerd
+//! subscribes with `topic~=|^/tasks/|`, which unquoted would be a regex matching
+//! everything).
 //!
 //! What a field path means is up to the thing being listed: each service passes a
 //! function from field path to value (see [`Filters::matches`]).
@@ -147,7 +149,7 @@ impl Parser<'_> {
         self.rest().chars().next()
     }
 
-    /// `"…"` or `/…/`, with the quote and backslash escapes taken out.
+    /// `"…"`, `/…/` or `|…|`, with the quote and backslash escapes taken out.
     fn quoted(&mut self) -> Result<String, FilterError> {
         let quote = self.peek().expect("called on a quote");
         self.at += 1;
@@ -168,8 +170,8 @@ impl Parser<'_> {
                         ('"', 'n') => out.push('\n'),
                         ('"', 't') => out.push('\t'),
                         ('"', '\\') => out.push('\\'),
-                        // In a /regex/, other escapes belong to the regex itself.
-                        ('/', c) => {
+                        // In a /regex/ or |regex|, other escapes belong to the regex.
+                        ('/' | '|', c) => {
                             out.push('\\');
                             out.push(c);
                         }
@@ -184,7 +186,7 @@ impl Parser<'_> {
 
     fn field(&mut self) -> Result<String, FilterError> {
         match self.peek() {
-            Some('"' | '/') => self.quoted(),
+            Some('"' | '/' | '|') => self.quoted(),
             _ => {
                 let len = self
                     .rest()
@@ -202,7 +204,7 @@ impl Parser<'_> {
 
     fn value(&mut self) -> Result<String, FilterError> {
         match self.peek() {
-            Some('"' | '/') => self.quoted(),
+            Some('"' | '/' | '|') => self.quoted(),
             _ => {
                 let len = self
                     .rest()
@@ -326,6 +328,25 @@ mod tests {
         assert!(yes(&["name==nope", "labels.a==1"]), "filters are OR'ed");
         assert!(!yes(&["labels.missing!=x"]), "a missing field fails !=");
         assert!(yes(&[r#"name~=/^docker\.io\//"#]));
+    }
+
+    #[test]
+    fn dockerd_s_event_filter_matches_only_task_events_in_moby() {
+        let filters = Filters::parse(&["namespace==moby,topic~=|^/tasks/|"]).unwrap();
+        let event = |namespace: &str, topic: &str| {
+            let (namespace, topic) = (namespace.to_owned(), topic.to_owned());
+            filters.matches(move |path: &[String]| match path {
+                [f] if f == "namespace" => Some(namespace.clone()),
+                [f] if f == "topic" => Some(topic.clone()),
+                _ => None,
+            })
+        };
+        assert!(event("moby", "/tasks/exit"));
+        assert!(!event("moby", "/containers/create"), "the | are quotes");
+        assert!(!event("default", "/tasks/exit"));
+        assert!(Filters::parse(&[r"topic~=|a\|b|"])
+            .unwrap()
+            .matches(|_| Some("a|b".into())));
     }
 
     #[test]
