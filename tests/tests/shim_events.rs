@@ -114,6 +114,10 @@ fn a_dead_shims_container_is_cleaned_up_by_the_delete_action() {
         exit.is_some_and(|line| line.contains("\"exit_status\":137")),
         "the exit is SIGKILL's, as the delete action reports it:\n{log}"
     );
+    assert!(
+        exit.is_some_and(|line| line.contains(&format!("\"pid\":{pid}"))),
+        "the exit names the container's init, read back from the bundle:\n{log}"
+    );
     wait_until("containerd has forgotten the task", || {
         lab.task(id).is_none_or(|(_, status)| status == "STOPPED")
     });

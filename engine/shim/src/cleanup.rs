@@ -19,6 +19,7 @@ use crate::reaper::Reaper;
 use crate::rootfs;
 use crate::runtime::Runtime;
 use crate::start::ADDRESS_FILE;
+use crate::task::INIT_PID_FILE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
@@ -35,6 +36,11 @@ pub fn run(flags: &Flags) -> Result<(), CleanupError> {
         Some(bundle) => bundle.clone(),
         None => std::env::current_dir().map_err(CleanupError::Bundle)?,
     };
+    // Read before the runtime's delete: the pid the container's init had, for the
+    // exit containerd publishes from this response.
+    let pid = std::fs::read_to_string(bundle.join(INIT_PID_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
     let options = RuntimeOptions::load(&bundle)?;
     match Runtime::new(options, &bundle, &flags.namespace) {
         Ok(runtime) => {
@@ -53,6 +59,7 @@ pub fn run(flags: &Flags) -> Result<(), CleanupError> {
     }
 
     let mut response = DeleteResponse::new();
+    response.pid = pid.unwrap_or_default();
     // The processes died with their shim, or just now: as if SIGKILLed.
     response.exit_status = 128 + 9;
     response.exited_at = Some(crate::events::timestamp(SystemTime::now())).into();

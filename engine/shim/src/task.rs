@@ -35,6 +35,10 @@ use crate::rootfs::{self, RootfsError};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::stdio::{self, Console, StdioError, StdioPaths};
 
+/// Where the runtime writes the container init's pid, in the bundle (as runc's shim
+/// does); the `delete` action reads it back for a shim that is gone.
+pub const INIT_PID_FILE: &str = "init.pid";
+
 /// How long Delete waits for a created-but-never-started init to die.
 const DELETE_WAIT: Duration = Duration::from_secs(10);
 /// How many exits of unknown pids are remembered (see [`State::unclaimed`]).
@@ -319,7 +323,7 @@ impl Shim {
             terminal: req.terminal,
         };
         rootfs::mount_all(&req.rootfs, &self.bundle)?;
-        let pid_file = self.bundle.join("init.pid");
+        let pid_file = self.bundle.join(INIT_PID_FILE);
         let created = self.run_process(&paths, &pid_file, |stdio, console| {
             runtime.create(&self.reaper, &self.id, &pid_file, console, stdio)
         });
