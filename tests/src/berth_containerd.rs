@@ -12,7 +12,6 @@ use std::fs;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::mount::MntFlags;
@@ -20,6 +19,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::build::workspace_binary;
+use crate::peers::{path_starting_with, run_ok, CgroupParent};
 use crate::runtime::wait_bounded;
 use crate::shim::{processes_naming, wait_until};
 
@@ -40,7 +40,7 @@ pub struct BerthContainerd {
     /// First on its PATH: `containerd-shim-berth-v2` and `berth-runc`.
     bin: PathBuf,
     /// The cgroup (below every hierarchy's root) its tasks are put in.
-    cgroup: String,
+    cgroup: CgroupParent,
     env: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -55,8 +55,6 @@ impl BerthContainerd {
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> BerthContainerd {
         fs::create_dir_all(dir).expect("create berth-containerd's directory");
         let dir = fs::canonicalize(dir).expect("resolve berth-containerd's directory");
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let bin = dir.join("bin");
         if !bin.exists() {
             crate::shim::install(&dir, None);
@@ -67,7 +65,7 @@ impl BerthContainerd {
             state: dir.join("state"),
             dir,
             bin,
-            cgroup: format!("berth-ctrd-test-{}-{n}", std::process::id()),
+            cgroup: CgroupParent::new(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -160,6 +158,16 @@ impl BerthContainerd {
         self.spawn();
     }
 
+    /// `ctr images import` of the test image into `namespace`; returns what ctr said.
+    pub fn import_busybox(&self, namespace: &str) -> String {
+        let archive = crate::images::busybox()
+            .archive
+            .to_str()
+            .unwrap()
+            .to_owned();
+        run_ok(self.ctr(namespace).args(["images", "import", &archive]))
+    }
+
     /// `ctr` talking to this instance, in the given namespace.
     pub fn ctr(&self, namespace: &str) -> Command {
         crate::peers::ctr(&self.socket, namespace)
@@ -177,7 +185,7 @@ impl BerthContainerd {
 
     /// The cgroup for container `id`, as `ctr run --cgroup` takes it.
     pub fn cgroup_of(&self, id: &str) -> String {
-        format!("/{}/{id}", self.cgroup)
+        format!("{}/{id}", self.cgroup.path())
     }
 
     /// The shims serving this instance: processes whose command line names its
@@ -228,73 +236,23 @@ impl BerthContainerd {
             .collect();
         assert_eq!(sockets, Vec::<PathBuf>::new(), "shim sockets left behind");
         assert_eq!(
-            self.cgroup_pids(),
+            self.cgroup.pids(),
             Vec::<i32>::new(),
             "processes left in the cgroup"
         );
     }
 
-    /// Every cgroup directory at or below the instance's, in every hierarchy (v1 has
-    /// one per controller), deepest first.
-    fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        fn below(dir: PathBuf, found: &mut Vec<PathBuf>) {
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    below(entry.path(), found);
-                }
-            }
-            found.push(dir);
-        }
-        let mut found = Vec::new();
-        let mut tops: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .chain([PathBuf::from("/sys/fs/cgroup")])
-            .filter_map(|h| fs::canonicalize(h.join(&self.cgroup)).ok())
-            .collect();
-        tops.sort();
-        tops.dedup();
-        tops.into_iter().for_each(|top| below(top, &mut found));
-        found
-    }
-
-    fn cgroup_pids(&self) -> Vec<i32> {
-        let mut pids: Vec<i32> = self
-            .cgroup_dirs()
-            .iter()
-            .flat_map(|dir| fs::read_to_string(dir.join("cgroup.procs")).ok())
-            .flat_map(|procs| {
-                procs
-                    .lines()
-                    .filter_map(|l| l.parse().ok())
-                    .collect::<Vec<i32>>()
-            })
-            .collect();
-        pids.sort();
-        pids.dedup();
-        pids
-    }
-
     /// SIGKILLs what a failed test left: the containers (thawed first: a frozen
-    /// process cannot die), then the shims. Bounded to 10 s.
+    /// process cannot die), then the shims. Bounded to 10 s each.
     fn kill_leftovers(&self) {
+        self.cgroup.kill_all();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            for dir in self.cgroup_dirs() {
-                let _ = fs::write(dir.join("freezer.state"), "THAWED");
-                let _ = fs::write(dir.join("cgroup.freeze"), "0");
-            }
-            let pids: Vec<i32> = self
-                .cgroup_pids()
-                .into_iter()
-                .chain(self.shim_pids())
-                .collect();
-            if pids.is_empty() || Instant::now() > deadline {
+            let shims = self.shim_pids();
+            if shims.is_empty() || Instant::now() > deadline {
                 return;
             }
-            for pid in pids {
+            for pid in shims {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -322,12 +280,11 @@ impl Events {
             .expect("start `ctr events`");
         let events = Events { child, path };
         wait_until("`ctr events` is subscribed", || {
-            crate::peers::run_ok(daemon.ctr(namespace).args([
-                "namespaces",
-                "label",
-                namespace,
-                "events=on",
-            ]));
+            run_ok(
+                daemon
+                    .ctr(namespace)
+                    .args(["namespaces", "label", namespace, "events=on"]),
+            );
             events.text().contains("/namespaces/update")
         });
         events
@@ -355,13 +312,6 @@ impl Drop for Events {
     }
 }
 
-/// This process's `PATH` with `dir` in front.
-fn path_starting_with(dir: &Path) -> std::ffi::OsString {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path));
-    std::env::join_paths(dirs).expect("PATH entries without ':'")
-}
-
 fn mounts_under(dir: &Path) -> Vec<String> {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     mountinfo
@@ -383,16 +333,6 @@ impl Drop for BerthContainerd {
         for point in points {
             let _ = nix::mount::umount2(Path::new(&point), MntFlags::MNT_DETACH);
         }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let dirs = self.cgroup_dirs();
-            for dir in &dirs {
-                let _ = fs::remove_dir(dir);
-            }
-            if dirs.is_empty() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.cgroup.remove();
     }
 }

@@ -206,7 +206,7 @@ pub struct CgroupParent {
 }
 
 impl CgroupParent {
-    fn new() -> CgroupParent {
+    pub(crate) fn new() -> CgroupParent {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         CgroupParent {
@@ -268,16 +268,7 @@ impl CgroupParent {
                 write_existing(&dir.join("freezer.state"), "THAWED"); // v1
                 write_existing(&dir.join("cgroup.freeze"), "0"); // v2
             }
-            let pids: Vec<i32> = tree
-                .iter()
-                .flat_map(|dir| fs::read_to_string(dir.join("cgroup.procs")).ok())
-                .flat_map(|procs| {
-                    procs
-                        .lines()
-                        .filter_map(|l| l.parse().ok())
-                        .collect::<Vec<i32>>()
-                })
-                .collect();
+            let pids = pids_in(&tree);
             if pids.is_empty() || Instant::now() > deadline {
                 return;
             }
@@ -288,9 +279,17 @@ impl CgroupParent {
         }
     }
 
+    /// Every process in the cgroup or below it, sorted, each once.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids = pids_in(&self.tree());
+        pids.sort();
+        pids.dedup();
+        pids
+    }
+
     /// Removes the (empty) cgroup and everything below it, retrying for up to 3 s
     /// while the last processes finish exiting.
-    fn remove(&self) {
+    pub fn remove(&self) {
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             let tree = self.tree();
@@ -303,6 +302,19 @@ impl CgroupParent {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The pids in the `cgroup.procs` of each of `dirs`.
+fn pids_in(dirs: &[PathBuf]) -> Vec<i32> {
+    dirs.iter()
+        .flat_map(|dir| fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|l| l.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }
 
 /// Writes to a file only if it exists: cgroupfs refuses to create files anyway.
@@ -365,7 +377,7 @@ pub struct Containerd {
 }
 
 /// This process's `PATH` with `dir` in front.
-fn path_starting_with(dir: &Path) -> std::ffi::OsString {
+pub(crate) fn path_starting_with(dir: &Path) -> std::ffi::OsString {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs = std::iter::once(dir.to_owned()).chain(std::env::split_paths(&path));
     std::env::join_paths(dirs).expect("PATH entries without ':'")

@@ -9,7 +9,6 @@ use std::io::Write;
 use std::process::Stdio;
 
 use berth_tests::berth_containerd::BerthContainerd;
-use berth_tests::images::busybox;
 use berth_tests::peers::{output, run_ok};
 use tempfile::TempDir;
 
@@ -28,8 +27,7 @@ fn ctr(daemon: &BerthContainerd, args: &[&str]) -> String {
 }
 
 fn import(daemon: &BerthContainerd) {
-    let archive = busybox().archive.to_str().unwrap().to_owned();
-    let out = ctr(daemon, &["images", "import", &archive]);
+    let out = daemon.import_busybox(NAMESPACE);
     assert!(out.contains(IMAGE), "ctr images import said:\n{out}");
 }
 
@@ -223,8 +221,7 @@ fn namespaces_share_blobs_but_not_images() {
     import(&daemon);
     // Importing again finds every blob already there.
     import(&daemon);
-    let archive = busybox().archive.to_str().unwrap().to_owned();
-    run_ok(daemon.ctr("other").args(["images", "import", &archive]));
+    daemon.import_busybox("other");
     assert_eq!(first_column(&ctr(&daemon, &["images", "ls"])), vec![IMAGE]);
 
     run_ok(daemon.ctr("other").args(["images", "rm", "--sync", IMAGE]));

@@ -7,7 +7,6 @@
 use std::process::Command;
 
 use berth_tests::berth_containerd::{BerthContainerd, Events};
-use berth_tests::images::busybox;
 use berth_tests::peers::{output, run_ok};
 use berth_tests::shim::wait_until;
 use tempfile::TempDir;
@@ -19,8 +18,7 @@ const RUNTIMES: [&str; 2] = ["io.containerd.berth.v2", "io.containerd.runc.v2"];
 fn start() -> (TempDir, BerthContainerd) {
     let dir = tempfile::tempdir().unwrap();
     let daemon = BerthContainerd::start(dir.path());
-    let archive = busybox().archive.to_str().unwrap().to_owned();
-    run_ok(daemon.ctr(NAMESPACE).args(["images", "import", &archive]));
+    daemon.import_busybox(NAMESPACE);
     (dir, daemon)
 }
 
