@@ -1,4 +1,4 @@
-//! Generates the Rust types and tonic servers for containerd's gRPC API from the
+//! Generates the Rust types, tonic servers and clients for containerd's gRPC API from the
 //! `.proto` files vendored in `proto/` (see `proto/PROVENANCE.md`).
 //!
 //! protox parses the files in pure Rust, so building berth needs no `protoc`.
@@ -33,8 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(&files, ["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
-        // No client: berth's tests drive the server with the real `ctr`.
-        .build_client(false)
+        // Clients too: the client library (`berth_containerd::client`) speaks the same
+        // API to berth-containerd or to a real containerd.
+        .build_client(true)
         .include_file("containerd.rs")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");

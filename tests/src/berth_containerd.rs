@@ -43,6 +43,9 @@ pub struct BerthContainerd {
     cgroup: CgroupParent,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The binary it runs: the test build ([`binary`]) unless started with
+    /// [`BerthContainerd::start_binary`].
+    program: Option<PathBuf>,
 }
 
 impl BerthContainerd {
@@ -53,6 +56,20 @@ impl BerthContainerd {
     /// [`start`](Self::start) with `env` added to its environment (an OTLP endpoint, say;
     /// otherwise `OTEL_EXPORTER_OTLP_ENDPOINT` is always removed).
     pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> BerthContainerd {
+        BerthContainerd::start_program(dir, env, None)
+    }
+
+    /// [`start`](Self::start), running `binary` instead of the test build: the release
+    /// build ([`crate::build::release_binary`]), say, for a benchmark.
+    pub fn start_binary(dir: &Path, binary: &Path) -> BerthContainerd {
+        BerthContainerd::start_program(dir, &[], Some(binary.to_owned()))
+    }
+
+    fn start_program(
+        dir: &Path,
+        env: &[(&str, &str)],
+        program: Option<PathBuf>,
+    ) -> BerthContainerd {
         fs::create_dir_all(dir).expect("create berth-containerd's directory");
         let dir = fs::canonicalize(dir).expect("resolve berth-containerd's directory");
         let bin = dir.join("bin");
@@ -71,6 +88,7 @@ impl BerthContainerd {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             child: None,
+            program,
         };
         daemon.spawn();
         daemon
@@ -78,7 +96,7 @@ impl BerthContainerd {
 
     /// The command line this instance runs with.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(self.program.clone().unwrap_or_else(binary));
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--state")
@@ -257,6 +275,11 @@ impl BerthContainerd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The pid of the berth-containerd process itself (not its shims), while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|child| child.id() as i32)
     }
 }
 

@@ -43,3 +43,36 @@ pub fn workspace_binary(package: &str) -> PathBuf {
     );
     binary
 }
+
+/// Builds `package` with the `release` profile (berth as shipped, whatever profile this
+/// test binary was built with) and returns the binary's path. Benchmarks measure this
+/// build: a debug build's memory and speed say little about what users run.
+pub fn release_binary(package: &str) -> PathBuf {
+    // This binary is `<target>/<profile dir>/deps/<name>-<hash>`.
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("test binaries live in <target>/<profile>/deps");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["build", "--quiet", "--release", "--package", package])
+        .env("CARGO_TARGET_DIR", target)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {package}: {e}"));
+    assert!(
+        status.success(),
+        "cargo build --release -p {package} failed"
+    );
+    let binary = target.join("release").join(package);
+    assert!(
+        binary.is_file(),
+        "{} is missing after the build",
+        binary.display()
+    );
+    binary
+}

@@ -13,9 +13,12 @@
 //! - [`otlp`]: a small OTLP/HTTP receiver, for tests that check the spans a process exports.
 //! - [`peers`]: finding and starting the real peers (skopeo, containerd, dockerd) in
 //!   isolated temporary directories, so a test never touches the host's engine.
+//! - [`registry`]: a real registry (distribution's `docker-registry`) to pull the test
+//!   image from, with the image pushed by `skopeo`.
 //! - [`runtime`]: running berth-runc and the real runc on throwaway bundles, one case
 //!   against both, and checking that neither left a state directory, cgroup or mount.
 //! - [`shim`]: berth-shim installed where containerd finds it, and its memory.
+//! - [`token_auth`]: Docker Hub's token authentication, as a gate in front of a registry.
 
 pub mod berth_containerd;
 pub mod build;
@@ -23,5 +26,7 @@ pub mod chapter;
 pub mod images;
 pub mod otlp;
 pub mod peers;
+pub mod registry;
 pub mod runtime;
 pub mod shim;
+pub mod token_auth;

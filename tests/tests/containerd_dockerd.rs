@@ -209,3 +209,56 @@ fn live_restore_keeps_a_container_through_a_dockerd_restart() {
     docker(&berth, &dockerd, &["rm", "kept"]);
     berth.assert_clean();
 }
+
+#[test]
+fn a_container_keeps_running_while_berth_containerd_is_killed_and_restarted() {
+    let (_dir, mut berth, dockerd) = start(&[]);
+    let counter = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.1; done";
+    docker(
+        &berth,
+        &dockerd,
+        &[
+            "run", "-d", "--name", "counter", "busybox", "sh", "-c", counter,
+        ],
+    );
+    let pid = inspect(&berth, &dockerd, "{{.State.Pid}}", "counter");
+
+    let lines = |berth: &BerthContainerd| {
+        docker(berth, &dockerd, &["logs", "counter"])
+            .lines()
+            .count()
+    };
+    berth.kill();
+    // With the supervisor gone, the container is only its shim's child: still running,
+    // its output still reaching dockerd through the shim's fifo.
+    let before = lines(&berth);
+    wait_until(
+        "the counter keeps printing while berth-containerd is down",
+        || lines(&berth) > before + 5,
+    );
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    berth.restart();
+
+    // dockerd reconnects by itself (gRPC retries with backoff) and subscribes to
+    // events again; the first exec that goes through proves both sides are back.
+    wait_until("docker exec works again after the restart", || {
+        output(dockerd.docker().args(["exec", "counter", "true"])).status == 0
+    });
+    assert_eq!(inspect(&berth, &dockerd, "{{.State.Pid}}", "counter"), pid);
+    let numbers: Vec<u64> = docker(&berth, &dockerd, &["logs", "counter"])
+        .lines()
+        .map(|line| line.parse().expect("the counter prints numbers"))
+        .collect();
+    // Every line once, in order: nothing was lost or repeated while the supervisor
+    // was down, because the shim, not the supervisor, holds the output pipe.
+    let expected: Vec<u64> = (0..numbers.len() as u64).collect();
+    assert_eq!(numbers, expected);
+
+    docker(&berth, &dockerd, &["stop", "--time", "1", "counter"]);
+    assert_eq!(
+        inspect(&berth, &dockerd, "{{.State.Status}}", "counter"),
+        "exited"
+    );
+    docker(&berth, &dockerd, &["rm", "counter"]);
+    berth.assert_clean();
+}

@@ -19,6 +19,7 @@ const CAPTURES: &[(&str, &[&str])] = &[
     ("restart-lab-01", &["book/labs/restart-lab.sh", "01"]),
     ("restart-lab-02", &["book/labs/restart-lab.sh", "02"]),
     ("restart-lab-03", &["book/labs/restart-lab.sh", "03"]),
+    ("supervisor-lab", &["book/labs/supervisor-lab.sh"]),
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -1,22 +1,28 @@
-//! The differ's `Apply`: unpacks one layer blob into the mounts of an active snapshot.
+//! The differ: `Apply` unpacks one layer blob into the mounts of an active snapshot;
+//! `Diff` ([`compare`]) makes a layer from two snapshots' mounts.
 //!
 //! The mounts are performed on a scratch directory, so the layer is applied to what
 //! the container will see: for an overlay, deleting a lower layer's file (an OCI
 //! whiteout) makes overlayfs itself record the deletion in the upper directory, in its
 //! own whiteout format. The unpacking is berth-oci's, which resolves every path inside
-//! the root with `openat2`, so a hostile layer cannot write outside it.
+//! the root with `openat2`, so a hostile layer cannot write outside it. `Diff` works
+//! the other way round: it mounts both snapshots read-only and compares the two trees
+//! as a container sees them ([`crate::diff_compare`]), so overlayfs's own whiteouts and
+//! opaque directories never need decoding.
 //!
-//! Apply answers with the layer's *diff ID*: the digest of the uncompressed tar, which
+//! Both answer with the layer's *diff ID*: the digest of the uncompressed tar, which
 //! the image config lists and the snapshot chain is named by.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use berth_oci::digest::HashingReader;
+use berth_oci::digest::{HashingReader, HashingWriter};
 use berth_oci::unpack::{apply_tar, UnpackError};
 use flate2::read::MultiGzDecoder;
+use flate2::write::GzEncoder;
 
+use crate::diff_compare::{self, CompareError};
 use crate::mount::{self, Mount, MountError};
 
 /// The media type of what Apply reports: an uncompressed OCI layer.
@@ -36,17 +42,29 @@ pub enum DiffError {
     Mount(#[from] MountError),
     #[error(transparent)]
     Unpack(#[from] UnpackError),
+    #[error(
+        "Diff takes the snapshotter's mounts: none or one for each side, got {count} for {side}"
+    )]
+    Mounts { side: &'static str, count: usize },
+    #[error(transparent)]
+    Compare(#[from] CompareError),
+    #[error("cannot write the new layer: {source}")]
+    Write { source: io::Error },
 }
 
 impl From<DiffError> for tonic::Status {
     fn from(err: DiffError) -> Self {
         use tonic::Status;
         match err {
-            DiffError::MediaType { .. } => Status::invalid_argument(err.to_string()),
+            DiffError::MediaType { .. } | DiffError::Mounts { .. } => {
+                Status::invalid_argument(err.to_string())
+            }
             DiffError::Mount(e) => e.into(),
             DiffError::Unpack(UnpackError::NoOpenat2 { .. })
             | DiffError::Scratch { .. }
-            | DiffError::Read { .. } => Status::internal(err.to_string()),
+            | DiffError::Read { .. }
+            | DiffError::Compare(_)
+            | DiffError::Write { .. } => Status::internal(err.to_string()),
             _ => Status::failed_precondition(err.to_string()),
         }
     }
@@ -98,6 +116,97 @@ pub fn apply(
     result
 }
 // ANCHOR_END: apply
+
+// ANCHOR: compare
+/// Writes into `out` the layer that turns the tree of the `left` mounts into that of
+/// the `right` ones (gzip-compressed if `compress`), and returns its diff ID. Both
+/// are mounted read-only below `scratch`, which must not exist yet; no mounts stand
+/// for an empty tree (the first layer of an image has no parent).
+pub fn compare(
+    left: &[Mount],
+    right: &[Mount],
+    compress: bool,
+    scratch: &Path,
+    out: &mut impl Write,
+) -> Result<String, DiffError> {
+    let (lower, upper) = (scratch.join("lower"), scratch.join("upper"));
+    let result = mount_read_only(left, "left", &lower)
+        .and_then(|()| mount_read_only(right, "right", &upper))
+        .and_then(|()| write_diff(&lower, &upper, compress, out));
+    // Unmounted whatever happened, as after Apply.
+    mount::unmount_all_under(scratch);
+    for dir in [&lower, &upper, scratch] {
+        let _ = fs::remove_dir(dir);
+    }
+    result
+}
+// ANCHOR_END: compare
+
+fn mount_read_only(mounts: &[Mount], side: &'static str, target: &Path) -> Result<(), DiffError> {
+    fs::create_dir_all(target).map_err(|source| DiffError::Scratch {
+        path: target.to_owned(),
+        source,
+    })?;
+    match mounts {
+        [] => Ok(()),
+        [m] => Ok(mount::mount_on(&read_only(m), target)?),
+        _ => Err(DiffError::Mounts {
+            side,
+            count: mounts.len(),
+        }),
+    }
+}
+
+/// `m`, mounted read-only. An overlay's upper directory becomes its top lower one
+/// (as containerd 1.7 does): a read-only overlay needs no work directory, and the
+/// upper directory may already be in use by the running container's own overlay.
+fn read_only(m: &Mount) -> Mount {
+    let upper = m.options.iter().find_map(|o| o.strip_prefix("upperdir="));
+    let mut options: Vec<String> = match upper {
+        Some(upper) if m.kind == "overlay" => m
+            .options
+            .iter()
+            .filter(|o| !o.starts_with("upperdir=") && !o.starts_with("workdir="))
+            .map(|o| match o.strip_prefix("lowerdir=") {
+                Some(lower) => format!("lowerdir={upper}:{lower}"),
+                None => o.clone(),
+            })
+            .collect(),
+        _ => m.options.clone(),
+    };
+    // Last, so it wins over an `rw` earlier in the list.
+    options.push("ro".into());
+    Mount {
+        options,
+        ..m.clone()
+    }
+}
+
+/// The tar of the changes, hashed on its way (the diff ID) and compressed after.
+fn write_diff(
+    lower: &Path,
+    upper: &Path,
+    compress: bool,
+    out: &mut impl Write,
+) -> Result<String, DiffError> {
+    let changes = diff_compare::changes(lower, upper)?;
+    let write_err = |source| DiffError::Write { source };
+    let diff_id = if compress {
+        // flate2's default header has no name and a zero time: the same tree always
+        // gives the same bytes.
+        let mut tar = HashingWriter::new(GzEncoder::new(&mut *out, flate2::Compression::default()));
+        diff_compare::write_layer(upper, &changes, &mut tar)?;
+        let (gz, diff_id, _) = tar.finish();
+        gz.finish().map_err(write_err)?;
+        diff_id
+    } else {
+        let mut tar = HashingWriter::new(&mut *out);
+        diff_compare::write_layer(upper, &changes, &mut tar)?;
+        tar.finish().1
+    };
+    out.flush().map_err(write_err)?;
+    Ok(diff_id.to_string())
+}
 
 /// Streams the blob through two hashes: the stored bytes (checked against `digest`)
 /// and the uncompressed tar (the diff ID).
@@ -249,6 +358,26 @@ mod tests {
             &dir.path().join("s"),
         );
         assert!(matches!(err, Err(DiffError::Corrupt { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn an_overlay_is_compared_with_its_upper_directory_as_a_lower_one() {
+        let overlay = Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                "index=off".into(),
+                "workdir=/s/2/work".into(),
+                "upperdir=/s/2/fs".into(),
+                "lowerdir=/s/1/fs".into(),
+            ],
+        };
+        assert_eq!(
+            read_only(&overlay).options,
+            ["index=off", "lowerdir=/s/2/fs:/s/1/fs", "ro"]
+        );
+        let view = &bind(Path::new("/s/1/fs"))[0];
+        assert_eq!(read_only(view).options, ["rw", "rbind", "ro"]);
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! - [`metadata`]: the embedded database (redb) every record lives in.
 //! - [`content`]: blobs by digest, written through resumable, verified ingests.
 //! - [`snapshot`] and [`mount`]: the overlayfs snapshotter, and performing its mounts.
-//! - [`diff`]: applying a layer tarball to a snapshot (berth-oci does the unpacking).
+//! - [`diff`]: applying a layer tarball to a snapshot (berth-oci does the unpacking),
+//!   and the reverse, making a layer from two snapshots; [`diff_compare`] walks the
+//!   two trees and writes what changed as a tar with whiteouts.
 //! - [`lease`] and [`gc`]: what keeps things alive, and removing what nothing does.
 //! - [`filters`]: containerd's filter language for `List` calls (and event filters).
 //! - [`events`]: the in-process fan-out every event goes through to its subscribers.
@@ -23,10 +25,14 @@
 //!   [`shim_events`]: the ttrpc socket the shims send their events to.
 //! - [`services`]: the gRPC services, one file each, thin adapters over the above.
 //! - [`proto`]: the API's types, generated from containerd's `.proto` files.
+//! - [`client`]: the other side: a client of this API (or a real containerd's) with
+//!   what a daemon needs on top: pulling, pushing, importing and exporting images.
 
 pub mod cli;
+pub mod client;
 pub mod content;
 pub mod diff;
+pub mod diff_compare;
 pub mod events;
 pub mod filters;
 pub mod gc;

@@ -134,8 +134,10 @@ fn listen(address: &Path) -> Result<UnixListener, ServerError> {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let _lock = lock_root(&config.root)?;
     let supervisor = Arc::new(Supervisor::open(&config.root, &config.state)?);
-    // What a crash left half-done: unreferenced blobs, snapshot directories without a
-    // record, records whose lease expired while nobody was running.
+    // What a crash left half-done: a layer's unpack still mounted, unreferenced blobs,
+    // snapshot directories without a record, records whose lease expired while nobody
+    // was running.
+    supervisor.clear_abandoned_scratch();
     let s = supervisor.clone();
     let report = tokio::task::spawn_blocking(move || crate::gc::collect(&s))
         .await

@@ -80,6 +80,27 @@ impl Supervisor {
         self.gc_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Unmounts and removes every scratch mount point left under `STATE/apply`: a
+    /// berth-containerd killed while applying a layer left that layer's snapshot
+    /// mounted there, and a mount outlives its process. Called at startup, before
+    /// any request (so before any Apply of this process) can be running.
+    pub fn clear_abandoned_scratch(&self) {
+        let apply = self.state.join("apply");
+        for entry in fs::read_dir(&apply).into_iter().flatten().flatten() {
+            let path = entry.path();
+            crate::mount::unmount_all_under(&path);
+            match fs::remove_dir(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an abandoned unpack mount point")
+                }
+                Err(err) => tracing::warn!(
+                    path = %path.display(),
+                    "cannot remove an abandoned unpack mount point: {err}"
+                ),
+            }
+        }
+    }
+
     /// A fresh scratch mount point path (not created).
     pub fn scratch_dir(&self) -> PathBuf {
         let n = self.scratch.fetch_add(1, Ordering::Relaxed);

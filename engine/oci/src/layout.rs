@@ -528,11 +528,13 @@ fn parse_diff_ids(
     config.rootfs().diff_ids().iter().map(parse).collect()
 }
 
-fn is_manifest(media_type: &MediaType) -> bool {
+/// Whether `media_type` is an image manifest, OCI or Docker schema 2.
+pub fn is_manifest(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageManifest || media_type.to_string() == DOCKER_MANIFEST
 }
 
-fn is_index(media_type: &MediaType) -> bool {
+/// Whether `media_type` is an image index or a Docker manifest list.
+pub fn is_index(media_type: &MediaType) -> bool {
     *media_type == MediaType::ImageIndex || media_type.to_string() == DOCKER_MANIFEST_LIST
 }
 
@@ -543,7 +545,7 @@ fn is_index(media_type: &MediaType) -> bool {
 ///
 /// A real engine would also match the CPU variant (`arm/v7`, `arm64/v8`); berth
 /// doesn't because on amd64 and arm64, the machines it runs on, there is one variant.
-fn is_host(platform: &Platform) -> bool {
+pub fn is_host(platform: &Platform) -> bool {
     *platform.os() == Os::Linux && *platform.architecture() == Arch::default()
 }
 // ANCHOR_END: host_platform

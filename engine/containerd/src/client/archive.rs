@@ -1,0 +1,675 @@
+//! Image tarballs: importing them into the content store, exporting images from it.
+//!
+//! Two formats share one tarball in practice. An **OCI image layout** has `oci-layout`,
+//! `index.json` (naming each image by annotation) and `blobs/sha256/<hex>`. A
+//! **`docker save`** tarball has `manifest.json`: per image, its config file, its layer
+//! files in order, and its `RepoTags`; there is no manifest blob, so importing one
+//! writes a Docker schema 2 manifest for it. Since Docker 25 a `docker save` is both at
+//! once. Export writes both too, so `docker load`, `ctr import` and `skopeo` all read it.
+//!
+//! Import streams: the tar is read on a blocking thread and each file goes straight
+//! into `Content.Write`, verified against its name where the name is a digest.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+use berth_oci::layout::{
+    is_host, is_index, is_manifest, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION,
+};
+use berth_oci::oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::content::{
+    info, label, read, read_small, write_small, BlobWriter, ContentError, Opened, CHUNK,
+};
+use super::pull::{descriptor, name_image};
+use super::reference::{Reference, ReferenceError};
+use super::registry::{DOCKER_MANIFEST, MAX_MANIFEST, OCI_INDEX};
+use super::unpack::{unpack, UnpackError};
+use super::{Client, ClientError};
+use crate::proto::containerd::services::images::v1::GetImageRequest;
+use crate::proto::containerd::types::Descriptor;
+
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// The files of a tarball that describe it, read into memory rather than stored.
+const DESCRIPTIVE: &[&str] = &["oci-layout", "index.json", "manifest.json", "repositories"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("cannot read the image tarball: {0}")]
+    Tar(std::io::Error),
+    #[error("cannot write the image tarball: {0}")]
+    Write(std::io::Error),
+    #[error(
+        "the tarball is not an image archive: it has neither index.json (OCI layout) nor \
+         manifest.json (docker save)"
+    )]
+    NotAnArchive,
+    #[error("{file} in the tarball is not valid: {source}")]
+    Json {
+        file: String,
+        source: serde_json::Error,
+    },
+    #[error("{file} names {what}, which is not in the tarball")]
+    Missing { file: String, what: String },
+    #[error("{file} in the tarball is over {limit} bytes; refusing to read it into memory")]
+    TooBig { file: String, limit: usize },
+    #[error("no image named {name} in namespace {namespace}")]
+    NoImage { name: String, namespace: String },
+    #[error(
+        "{digest} ({media_type}) cannot be exported: the content store lacks it; pull the \
+         image again to get every blob it names"
+    )]
+    NotStored { digest: String, media_type: String },
+}
+
+/// How to import.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// For layouts that name images by tag alone (`latest`): the name to put before it.
+    pub base_name: Option<String>,
+    pub unpack: bool,
+}
+
+/// An image found in a tarball: its name, if it had one, and what it points at.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub name: Option<String>,
+    pub target: Descriptor,
+}
+
+/// One file of the tarball, as the reading thread hands it over.
+enum Piece {
+    Begin { path: String },
+    Data(Vec<u8>),
+    End,
+}
+
+/// `manifest.json` of a `docker save` tarball: one entry per image.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// A stored file: its digest and size, and whether it starts like gzip.
+#[derive(Clone)]
+struct Stored {
+    digest: String,
+    size: u64,
+    gzip: bool,
+}
+
+// ANCHOR: import
+/// Imports every image in the tarball `reader`, inside a lease of its own.
+pub async fn import(
+    client: &Client,
+    reader: impl Read + Send + 'static,
+    options: &ImportOptions,
+) -> Result<Vec<Imported>, ArchiveError> {
+    let lease = client.start_lease("import").await?;
+    let leased = client.in_lease(&lease);
+    let result = async {
+        let (files, descriptive) = store_files(&leased, reader, &lease).await?;
+        let images = if let Some(index) = descriptive.get("index.json") {
+            from_layout(&leased, index, &files, options).await?
+        } else if let Some(manifest) = descriptive.get("manifest.json") {
+            from_docker(&leased, manifest, &files).await?
+        } else {
+            return Err(ArchiveError::NotAnArchive);
+        };
+        for image in &images {
+            if let Some(name) = &image.name {
+                name_image(&leased, name, &image.target).await?;
+            }
+            label_children(&leased, &image.target).await?;
+            if options.unpack {
+                unpack_target(&leased, &image.target).await?;
+            }
+        }
+        Ok(images)
+    }
+    .await;
+    let ended = client.end_lease(&lease).await;
+    let images = result?;
+    ended?;
+    Ok(images)
+}
+// ANCHOR_END: import
+
+/// Streams every file of the tarball into the content store; returns where each
+/// went, and the descriptive files' bytes.
+async fn store_files(
+    client: &Client,
+    reader: impl Read + Send + 'static,
+    lease: &str,
+) -> Result<(HashMap<String, Stored>, HashMap<String, Vec<u8>>), ArchiveError> {
+    let (sender, mut pieces) = mpsc::channel::<Piece>(4);
+    let reading = tokio::task::spawn_blocking(move || read_tar(reader, &sender));
+    let mut files = HashMap::new();
+    let mut descriptive: HashMap<String, Vec<u8>> = HashMap::new();
+    enum Current {
+        Blob(String, Box<BlobWriter>, Option<String>, bool),
+        Known(String, Option<String>),
+        Small(String, Vec<u8>),
+    }
+    let mut current = None;
+    while let Some(piece) = pieces.recv().await {
+        match piece {
+            Piece::Begin { path } => {
+                current = Some(if DESCRIPTIVE.contains(&path.as_str()) {
+                    Current::Small(path, Vec::new())
+                } else {
+                    // A layout's blob is named by its digest: hold it to that.
+                    let expected = path
+                        .strip_prefix("blobs/sha256/")
+                        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .map(|hex| format!("sha256:{hex}"));
+                    let reference = format!("import-{lease}-{path}");
+                    let digest = expected.clone().unwrap_or_default();
+                    match BlobWriter::open(client, &reference, &digest, 0).await? {
+                        Opened::Writer(writer) => Current::Blob(path, writer, expected, false),
+                        Opened::Exists => Current::Known(path, expected),
+                    }
+                });
+            }
+            Piece::Data(bytes) => match &mut current {
+                Some(Current::Blob(_, writer, _, gzip)) => {
+                    if writer.written() == 0 {
+                        *gzip = bytes.starts_with(&[0x1f, 0x8b]);
+                    }
+                    writer.write(&bytes).await?;
+                }
+                Some(Current::Small(path, buffer)) => {
+                    buffer.extend_from_slice(&bytes);
+                    if buffer.len() > MAX_MANIFEST {
+                        return Err(ArchiveError::TooBig {
+                            file: path.clone(),
+                            limit: MAX_MANIFEST,
+                        });
+                    }
+                }
+                _ => {}
+            },
+            Piece::End => match current.take() {
+                Some(Current::Blob(path, writer, expected, gzip)) => {
+                    let size = writer.written();
+                    let expected = expected.as_deref().map(|d| (d, size));
+                    let (digest, size) = writer
+                        .commit(&format!("{path} in the tarball"), expected, HashMap::new())
+                        .await?;
+                    files.insert(path, Stored { digest, size, gzip });
+                }
+                Some(Current::Known(path, Some(digest))) => {
+                    let stored = info(client, &digest).await?;
+                    let size = stored.map_or(0, |i| i.size as u64);
+                    let gzip = false;
+                    files.insert(path, Stored { digest, size, gzip });
+                }
+                Some(Current::Small(path, bytes)) => {
+                    descriptive.insert(path, bytes);
+                }
+                _ => {}
+            },
+        }
+    }
+    reading
+        .await
+        .map_err(|err| ArchiveError::Tar(std::io::Error::other(err)))?
+        .map_err(ArchiveError::Tar)?;
+    Ok((files, descriptive))
+}
+
+/// The reading thread: every regular file, in order, in chunks.
+fn read_tar(reader: impl Read, sender: &mpsc::Sender<Piece>) -> std::io::Result<()> {
+    let gone = || std::io::Error::other("the importer stopped reading");
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        sender
+            .blocking_send(Piece::Begin { path })
+            .map_err(|_| gone())?;
+        let mut buffer = vec![0; CHUNK];
+        loop {
+            let n = entry.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            sender
+                .blocking_send(Piece::Data(buffer[..n].to_vec()))
+                .map_err(|_| gone())?;
+        }
+        sender.blocking_send(Piece::End).map_err(|_| gone())?;
+    }
+    Ok(())
+}
+
+/// The images an OCI layout's `index.json` lists.
+async fn from_layout(
+    client: &Client,
+    index: &[u8],
+    files: &HashMap<String, Stored>,
+    options: &ImportOptions,
+) -> Result<Vec<Imported>, ArchiveError> {
+    let index: ImageIndex = serde_json::from_slice(index).map_err(|source| ArchiveError::Json {
+        file: "index.json".to_owned(),
+        source,
+    })?;
+    let mut images = Vec::new();
+    for entry in index.manifests() {
+        let target = descriptor(entry);
+        let hex = target.digest.trim_start_matches("sha256:");
+        if !files.contains_key(&format!("blobs/sha256/{hex}"))
+            && info(client, &target.digest).await?.is_none()
+        {
+            return Err(ArchiveError::Missing {
+                file: "index.json".to_owned(),
+                what: target.digest,
+            });
+        }
+        let annotation = |key: &str| target.annotations.get(key).cloned();
+        let name = match (
+            annotation(CONTAINERD_NAME_ANNOTATION),
+            annotation(REF_NAME_ANNOTATION),
+        ) {
+            (Some(full), _) => Some(Reference::parse(&full)?.to_string()),
+            (None, Some(tag)) if tag.contains(['/', ':']) => {
+                Some(Reference::parse(&tag)?.to_string())
+            }
+            (None, Some(tag)) => match &options.base_name {
+                Some(base) => Some(Reference::parse(&format!("{base}:{tag}"))?.to_string()),
+                None => None,
+            },
+            (None, None) => None,
+        };
+        let mut target = target;
+        target.annotations.clear();
+        images.push(Imported { name, target });
+    }
+    Ok(images)
+}
+
+/// The images a `docker save` tarball's `manifest.json` lists, each given the
+/// Docker schema 2 manifest it never had.
+async fn from_docker(
+    client: &Client,
+    manifest: &[u8],
+    files: &HashMap<String, Stored>,
+) -> Result<Vec<Imported>, ArchiveError> {
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(manifest).map_err(|source| ArchiveError::Json {
+            file: "manifest.json".to_owned(),
+            source,
+        })?;
+    let find = |path: &str| {
+        files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| ArchiveError::Missing {
+                file: "manifest.json".to_owned(),
+                what: path.to_owned(),
+            })
+    };
+    let mut images = Vec::new();
+    for entry in entries {
+        let config = find(&entry.config)?;
+        let layers = entry
+            .layers
+            .iter()
+            .map(|path| find(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": { "mediaType": DOCKER_CONFIG, "digest": config.digest, "size": config.size },
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "mediaType": if l.gzip { DOCKER_LAYER_GZIP } else { DOCKER_LAYER },
+                "digest": l.digest,
+                "size": l.size,
+            })).collect::<Vec<_>>(),
+        });
+        let bytes = serde_json::to_vec(&manifest).expect("a JSON value serialises");
+        let digest = write_small(client, "import-manifest", &bytes, HashMap::new()).await?;
+        let target = Descriptor {
+            media_type: DOCKER_MANIFEST.to_owned(),
+            digest,
+            size: bytes.len() as i64,
+            annotations: HashMap::new(),
+        };
+        let tags = entry.repo_tags.unwrap_or_default();
+        if tags.is_empty() {
+            images.push(Imported {
+                name: None,
+                target: target.clone(),
+            });
+        }
+        for tag in tags {
+            let name = Some(Reference::parse(&tag)?.to_string());
+            images.push(Imported {
+                name,
+                target: target.clone(),
+            });
+        }
+    }
+    Ok(images)
+}
+
+/// Labels a manifest or index with its children, as a pull does, so the garbage
+/// collector keeps them for as long as the image exists.
+async fn label_children(client: &Client, target: &Descriptor) -> Result<(), ArchiveError> {
+    let media_type = MediaType::from(target.media_type.as_str());
+    let bytes = read_small(client, &target.digest, MAX_MANIFEST, "manifest").await?;
+    let json_error = |source| ArchiveError::Json {
+        file: target.digest.clone(),
+        source,
+    };
+    let mut labels = HashMap::new();
+    if is_index(&media_type) {
+        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_error)?;
+        for (i, child) in index.manifests().iter().enumerate() {
+            let child = descriptor(child);
+            if info(client, &child.digest).await?.is_some() {
+                labels.insert(
+                    format!("containerd.io/gc.ref.content.m.{i}"),
+                    child.digest.clone(),
+                );
+                Box::pin(label_children(client, &child)).await?;
+            }
+        }
+    } else if is_manifest(&media_type) {
+        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(json_error)?;
+        labels.insert(
+            "containerd.io/gc.ref.content.config".to_owned(),
+            manifest.config().digest().to_string(),
+        );
+        for (i, layer) in manifest.layers().iter().enumerate() {
+            labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest().to_string(),
+            );
+        }
+    }
+    if !labels.is_empty() {
+        label(client, &target.digest, labels).await?;
+    }
+    Ok(())
+}
+
+/// This machine's manifest under `target`, read and parsed.
+async fn host_manifest(
+    client: &Client,
+    target: &Descriptor,
+) -> Result<Option<(Descriptor, ImageManifest)>, ArchiveError> {
+    let mut current = target.clone();
+    for _ in 0..4 {
+        let media_type = MediaType::from(current.media_type.as_str());
+        let bytes = read_small(client, &current.digest, MAX_MANIFEST, "manifest").await?;
+        let json_error = |source| ArchiveError::Json {
+            file: current.digest.clone(),
+            source,
+        };
+        if is_manifest(&media_type) {
+            let manifest = serde_json::from_slice(&bytes).map_err(json_error)?;
+            return Ok(Some((current, manifest)));
+        }
+        if !is_index(&media_type) {
+            return Ok(None);
+        }
+        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_error)?;
+        let Some(child) = index
+            .manifests()
+            .iter()
+            .find(|d| d.platform().as_ref().is_some_and(is_host))
+            .or_else(|| (index.manifests().len() == 1).then(|| &index.manifests()[0]))
+        else {
+            return Ok(None);
+        };
+        current = descriptor(child);
+    }
+    Ok(None)
+}
+
+async fn unpack_target(client: &Client, target: &Descriptor) -> Result<(), ArchiveError> {
+    let Some((_, manifest)) = host_manifest(client, target).await? else {
+        return Ok(());
+    };
+    let config = manifest.config().digest().to_string();
+    let bytes = read_small(client, &config, MAX_MANIFEST, "image config").await?;
+    let parsed: ImageConfiguration =
+        serde_json::from_slice(&bytes).map_err(|source| ArchiveError::Json {
+            file: config.clone(),
+            source,
+        })?;
+    let layers: Vec<Descriptor> = manifest.layers().iter().map(descriptor).collect();
+    unpack(client, &config, &layers, parsed.rootfs().diff_ids()).await?;
+    Ok(())
+}
+
+// ANCHOR: export
+/// Writes the images `names` to `out` as one tarball that is both an OCI layout and
+/// a `docker save` archive.
+pub async fn export(
+    client: &Client,
+    names: &[&str],
+    out: &mut (impl AsyncWrite + Unpin),
+) -> Result<(), ArchiveError> {
+    let mut index_entries = Vec::new();
+    let mut docker_entries = Vec::new();
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut seen = HashSet::new();
+    for name in names {
+        let reference = Reference::parse(name)?;
+        let full = reference.to_string();
+        let target = client
+            .images()
+            .get(client.request(GetImageRequest { name: full.clone() }))
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::NotFound => ArchiveError::NoImage {
+                    name: full.clone(),
+                    namespace: client.namespace().to_owned(),
+                },
+                _ => ClientError::call("Images.Get")(status).into(),
+            })?
+            .into_inner()
+            .image
+            .and_then(|image| image.target)
+            .unwrap_or_default();
+        collect(client, &target, &mut blobs, &mut seen).await?;
+        let mut entry = serde_json::json!({
+            "mediaType": target.media_type,
+            "digest": target.digest,
+            "size": target.size,
+            "annotations": { CONTAINERD_NAME_ANNOTATION: full },
+        });
+        if let Some(tag) = &reference.tag {
+            entry["annotations"][REF_NAME_ANNOTATION] = tag.clone().into();
+        }
+        index_entries.push(entry);
+        if let Some((_, manifest)) = host_manifest(client, &target).await? {
+            let path = |d: &berth_oci::oci_spec::image::Descriptor| {
+                format!(
+                    "blobs/sha256/{}",
+                    d.digest().to_string().trim_start_matches("sha256:")
+                )
+            };
+            docker_entries.push(DockerEntry {
+                config: path(manifest.config()),
+                repo_tags: Some(vec![reference.familiar()]),
+                layers: manifest.layers().iter().map(path).collect(),
+            });
+        }
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": index_entries,
+    });
+    let mut tar = TarWriter { out };
+    tar.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .await?;
+    tar.directory("blobs/").await?;
+    tar.directory("blobs/sha256/").await?;
+    for blob in &blobs {
+        let path = format!("blobs/sha256/{}", blob.digest.trim_start_matches("sha256:"));
+        tar.header(&path, blob.size as u64, tar::EntryType::Regular)
+            .await?;
+        let mut stream = read(client, &blob.digest).await?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(ClientError::call("Content.Read"))?
+        {
+            written += chunk.data.len() as u64;
+            tar.out
+                .write_all(&chunk.data)
+                .await
+                .map_err(ArchiveError::Write)?;
+        }
+        if written != blob.size as u64 {
+            return Err(ArchiveError::NotStored {
+                digest: blob.digest.clone(),
+                media_type: blob.media_type.clone(),
+            });
+        }
+        tar.pad(written).await?;
+    }
+    let json =
+        |value: &serde_json::Value| serde_json::to_vec(value).expect("a JSON value serialises");
+    tar.file("index.json", &json(&index)).await?;
+    let docker = serde_json::to_vec(&docker_entries).expect("the entries serialise");
+    tar.file("manifest.json", &docker).await?;
+    tar.finish().await
+}
+// ANCHOR_END: export
+
+/// Every blob below `target` that an export must carry: each manifest, config and
+/// layer, and the indexes above them. Manifests an index names but the store lacks
+/// (other platforms) are left out, as they were never pulled.
+async fn collect(
+    client: &Client,
+    target: &Descriptor,
+    blobs: &mut Vec<Descriptor>,
+    seen: &mut HashSet<String>,
+) -> Result<(), ArchiveError> {
+    let media_type = MediaType::from(target.media_type.as_str());
+    let bytes = read_small(client, &target.digest, MAX_MANIFEST, "manifest").await?;
+    let json_error = |source| ArchiveError::Json {
+        file: target.digest.clone(),
+        source,
+    };
+    let mut add = |blob: Descriptor| {
+        if seen.insert(blob.digest.clone()) {
+            blobs.push(blob);
+        }
+    };
+    add(target.clone());
+    if is_index(&media_type) {
+        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_error)?;
+        for child in index.manifests() {
+            let child = descriptor(child);
+            if info(client, &child.digest).await?.is_some() {
+                Box::pin(collect(client, &child, blobs, seen)).await?;
+            }
+        }
+    } else if is_manifest(&media_type) {
+        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(json_error)?;
+        for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            let blob = descriptor(blob);
+            if info(client, &blob.digest).await?.is_none() {
+                return Err(ArchiveError::NotStored {
+                    digest: blob.digest,
+                    media_type: blob.media_type,
+                });
+            }
+            add(blob);
+        }
+    }
+    Ok(())
+}
+
+/// A tar stream written by hand, so blobs go from `Content.Read` to the output
+/// without a blocking thread in between: a 512-byte header, the bytes, padding.
+struct TarWriter<'a, W> {
+    out: &'a mut W,
+}
+
+impl<W: AsyncWrite + Unpin> TarWriter<'_, W> {
+    async fn header(
+        &mut self,
+        path: &str,
+        size: u64,
+        kind: tar::EntryType,
+    ) -> Result<(), ArchiveError> {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(path).map_err(ArchiveError::Write)?;
+        header.set_size(size);
+        header.set_entry_type(kind);
+        header.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        header.set_mtime(0);
+        header.set_cksum();
+        self.out
+            .write_all(header.as_bytes())
+            .await
+            .map_err(ArchiveError::Write)
+    }
+
+    async fn pad(&mut self, size: u64) -> Result<(), ArchiveError> {
+        let padding = (512 - size % 512) % 512;
+        self.out
+            .write_all(&vec![0; padding as usize])
+            .await
+            .map_err(ArchiveError::Write)
+    }
+
+    async fn file(&mut self, path: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+        self.header(path, bytes.len() as u64, tar::EntryType::Regular)
+            .await?;
+        self.out
+            .write_all(bytes)
+            .await
+            .map_err(ArchiveError::Write)?;
+        self.pad(bytes.len() as u64).await
+    }
+
+    async fn directory(&mut self, path: &str) -> Result<(), ArchiveError> {
+        self.header(path, 0, tar::EntryType::Directory).await
+    }
+
+    async fn finish(&mut self) -> Result<(), ArchiveError> {
+        self.out
+            .write_all(&[0; 1024])
+            .await
+            .map_err(ArchiveError::Write)?;
+        self.out.flush().await.map_err(ArchiveError::Write)
+    }
+}

@@ -1,0 +1,419 @@
+//! berth's own client library (`berth_containerd::client`) against real peers: a real
+//! registry (Debian's `docker-registry`), berth-containerd, and the real containerd 1.6,
+//! which the library must drive just as well. What it stores, the real `ctr` then
+//! checks and runs; what it pushes or exports, `skopeo` and `ctr` read back.
+
+use std::fs;
+use std::future::Future;
+use std::path::Path;
+
+use berth_containerd::client::archive::{self, ImportOptions};
+use berth_containerd::client::pull::{pull, PullOptions};
+use berth_containerd::client::push::push;
+use berth_containerd::client::registry::{Credentials, RegistryOptions};
+use berth_containerd::client::Client;
+use berth_tests::berth_containerd::BerthContainerd;
+use berth_tests::images::busybox;
+use berth_tests::peers::{output, require, run_ok, Containerd};
+use berth_tests::registry::Registry;
+use berth_tests::token_auth::{self, TokenGate};
+use std::process::Command;
+
+const NAMESPACE: &str = "berth-client";
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// The first column of a `ctr … ls` table, header left out.
+fn first_column(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs `echo` in `image` with the real ctr and the given runtime; returns its output.
+fn run_echo(mut ctr: impl FnMut() -> Command, image: &str, runtime: &str, id: &str) -> String {
+    run_ok(ctr().args([
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        image,
+        id,
+        "echo",
+        "ran",
+    ]))
+}
+
+#[test]
+fn pulls_oci_docker_and_index_images_and_runs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"));
+    registry.push_busybox("oci/busybox:latest");
+    registry.push_busybox_v2s2("docker/busybox:v2s2");
+    let index_digest = registry.push_busybox_index("index/busybox:multi");
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let addr = registry.addr();
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        for (name, runtime) in [
+            (
+                format!("{addr}/oci/busybox:latest"),
+                "io.containerd.berth.v2",
+            ),
+            (
+                format!("{addr}/docker/busybox:v2s2"),
+                "io.containerd.runc.v2",
+            ),
+            (
+                format!("{addr}/index/busybox:multi"),
+                "io.containerd.berth.v2",
+            ),
+        ] {
+            let pulled = pull(&client, &name, &PullOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("pull {name}: {e}\nregistry log:\n{}", registry.log()));
+            assert_eq!(pulled.name, name);
+            assert!(pulled.chain_id.is_some(), "{name} was unpacked");
+            let check = run_ok(daemon.ctr(NAMESPACE).args(["images", "check"]));
+            let line = check
+                .lines()
+                .find(|l| l.starts_with(&name))
+                .unwrap_or_default();
+            assert!(line.contains("complete"), "ctr images check:\n{check}");
+            let out = run_echo(|| daemon.ctr(NAMESPACE), &name, runtime, "echo");
+            assert_eq!(out.trim(), "ran");
+        }
+        let images = run_ok(daemon.ctr(NAMESPACE).args(["images", "ls"]));
+        let index_line = images
+            .lines()
+            .find(|l| l.contains("index/busybox"))
+            .unwrap();
+        assert!(
+            index_line.contains(&index_digest),
+            "the name points at the index:\n{images}"
+        );
+        // The three names share one layer, unpacked once.
+        let snapshots = first_column(&run_ok(daemon.ctr(NAMESPACE).args(["snapshots", "ls"])));
+        assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    });
+    daemon.assert_clean();
+}
+
+#[test]
+fn the_same_pull_works_against_real_containerd() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"));
+    registry.push_busybox("busybox:latest");
+    let containerd = Containerd::start(&dir.path().join("containerd"));
+    let name = format!("{}/busybox:latest", registry.addr());
+    block_on(async {
+        let client = Client::connect(&containerd.socket, NAMESPACE)
+            .await
+            .unwrap();
+        pull(&client, &name, &PullOptions::default()).await.unwrap();
+    });
+    let check = run_ok(containerd.ctr(NAMESPACE).args(["images", "check"]));
+    assert!(check.contains("complete"), "{check}");
+    let out = run_echo(
+        || containerd.ctr(NAMESPACE),
+        &name,
+        "io.containerd.runc.v2",
+        "real",
+    );
+    assert_eq!(out.trim(), "ran");
+}
+
+#[test]
+fn a_blob_with_the_wrong_digest_fails_the_pull_and_nothing_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"));
+    registry.push_busybox("busybox:latest");
+    let layer = layer_digest();
+    registry.corrupt_blob(&layer);
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let name = format!("{}/busybox:latest", registry.addr());
+    let err = block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        pull(&client, &name, &PullOptions::default())
+            .await
+            .unwrap_err()
+    });
+    let message = err.to_string();
+    assert!(
+        message.contains("digest mismatch") && message.contains(&layer),
+        "the error names the mismatch and the layer: {message}"
+    );
+    let ctr = |args: &[&str]| run_ok(daemon.ctr(NAMESPACE).args(args));
+    assert!(first_column(&ctr(&["images", "ls"])).is_empty());
+    assert!(first_column(&ctr(&["content", "active"])).is_empty());
+    assert!(first_column(&ctr(&["snapshots", "ls"])).is_empty());
+    // The config fetched before the bad layer went with the pull's lease.
+    berth_tests::shim::wait_until("the failed pull's content is collected", || {
+        first_column(&ctr(&["content", "ls"])).is_empty()
+    });
+    daemon.assert_clean();
+}
+
+#[test]
+fn basic_auth_is_answered_only_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start_with_htpasswd(&dir.path().join("registry"), "student", "s3cret");
+    registry.push_busybox("private/busybox:latest");
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let name = format!("{}/private/busybox:latest", registry.addr());
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let err = pull(&client, &name, &PullOptions::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("needs credentials"), "{err}");
+        let mut options = PullOptions::default();
+        options.registry.credentials = Some(Credentials {
+            username: "student".into(),
+            password: "wrong".into(),
+        });
+        let err = pull(&client, &name, &options).await.unwrap_err();
+        assert!(err.to_string().contains("refused the ones given"), "{err}");
+        options.registry.credentials = Some(Credentials {
+            username: "student".into(),
+            password: "s3cret".into(),
+        });
+        pull(&client, &name, &options).await.unwrap();
+    });
+    let out = run_echo(
+        || daemon.ctr(NAMESPACE),
+        &name,
+        "io.containerd.berth.v2",
+        "auth",
+    );
+    assert_eq!(out.trim(), "ran");
+}
+
+#[test]
+fn token_auth_gives_anonymous_pulls_and_pushes_only_with_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"));
+    registry.push_busybox("busybox:latest");
+    let gate = TokenGate::start(&registry.addr());
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let name = format!("{}/busybox:latest", gate.addr());
+    let destination = format!("{}/team/busybox:v1", gate.addr());
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        pull(&client, &name, &PullOptions::default()).await.unwrap();
+        let anonymous = RegistryOptions::default();
+        let err = push(&client, &name, Some(&destination), &anonymous)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("needs credentials"), "{err}");
+        let options = RegistryOptions {
+            credentials: Some(Credentials {
+                username: token_auth::USER.into(),
+                password: token_auth::PASSWORD.into(),
+            }),
+            plain_http: None,
+        };
+        push(&client, &name, Some(&destination), &options)
+            .await
+            .unwrap();
+    });
+    let asked = gate.token_requests.lock().unwrap().join("\n");
+    assert!(
+        asked.contains("scope=repository%3Abusybox%3Apull&service=berth-test"),
+        "{asked}"
+    );
+    assert!(
+        asked.contains("scope=repository%3Ateam%2Fbusybox%3Apull%2Cpush"),
+        "{asked}"
+    );
+    // What went through the gate is in the registry behind it.
+    run_ok(
+        Command::new(require("skopeo"))
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{}/team/busybox:v1", registry.addr())),
+    );
+    let out = run_echo(
+        || daemon.ctr(NAMESPACE),
+        &name,
+        "io.containerd.berth.v2",
+        "token",
+    );
+    assert_eq!(out.trim(), "ran");
+}
+
+#[test]
+fn a_pushed_image_is_pulled_back_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"));
+    let first = BerthContainerd::start(&dir.path().join("first"));
+    first.import_busybox(NAMESPACE);
+    let destination = format!("{}/pushed/busybox:v1", registry.addr());
+    let pushed = block_on(async {
+        let client = Client::connect(&first.socket, NAMESPACE).await.unwrap();
+        let options = RegistryOptions::default();
+        push(&client, "busybox:latest", Some(&destination), &options)
+            .await
+            .unwrap()
+    });
+    let inspect = run_ok(
+        Command::new(require("skopeo"))
+            .args(["inspect", "--tls-verify=false", "--raw"])
+            .arg(format!("docker://{destination}")),
+    );
+    assert_eq!(
+        berth_oci::digest::sha256(inspect.as_bytes()).to_string(),
+        pushed.digest,
+        "the registry serves the manifest byte for byte"
+    );
+    // A second push finds every blob there already.
+    block_on(async {
+        let client = Client::connect(&first.socket, NAMESPACE).await.unwrap();
+        push(
+            &client,
+            "busybox",
+            Some(&destination),
+            &RegistryOptions::default(),
+        )
+        .await
+        .unwrap();
+    });
+    let second = BerthContainerd::start(&dir.path().join("second"));
+    run_ok(
+        second
+            .ctr(NAMESPACE)
+            .args(["images", "pull", "--plain-http", &destination]),
+    );
+    let out = run_echo(
+        || second.ctr(NAMESPACE),
+        &destination,
+        "io.containerd.berth.v2",
+        "p",
+    );
+    assert_eq!(out.trim(), "ran");
+}
+
+#[test]
+fn export_and_import_round_trip_through_other_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let old_style = dir.path().join("old-docker-save.tar");
+    docker_save_only(&busybox().archive, &old_style);
+    let exported = dir.path().join("exported.tar");
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let options = ImportOptions {
+            base_name: None,
+            unpack: true,
+        };
+        let file = fs::File::open(&old_style).unwrap();
+        let imported = archive::import(&client, file, &options).await.unwrap();
+        let names: Vec<_> = imported.iter().filter_map(|i| i.name.clone()).collect();
+        assert_eq!(names, ["docker.io/library/busybox:latest"]);
+        let mut out = tokio::fs::File::create(&exported).await.unwrap();
+        archive::export(&client, &["busybox"], &mut out)
+            .await
+            .unwrap();
+    });
+    let out = run_echo(
+        || daemon.ctr(NAMESPACE),
+        "docker.io/library/busybox:latest",
+        "io.containerd.berth.v2",
+        "imported",
+    );
+    assert_eq!(out.trim(), "ran");
+    for transport in ["oci-archive", "docker-archive"] {
+        // Panics with skopeo's output unless it reads the export in this form.
+        output(
+            Command::new(require("skopeo"))
+                .arg("inspect")
+                .arg(format!("{transport}:{}", exported.display())),
+        )
+        .success();
+    }
+    let containerd = Containerd::start(&dir.path().join("real"));
+    run_ok(
+        containerd
+            .ctr(NAMESPACE)
+            .args(["images", "import"])
+            .arg(&exported),
+    );
+    let out = run_echo(
+        || containerd.ctr(NAMESPACE),
+        "docker.io/library/busybox:latest",
+        "io.containerd.runc.v2",
+        "exported",
+    );
+    assert_eq!(out.trim(), "ran");
+    daemon.assert_clean();
+}
+
+#[test]
+fn a_layout_blob_that_does_not_match_its_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let layer = layer_digest();
+    let broken = dir.path().join("broken.tar");
+    rewrite_tar(&busybox().archive, &broken, |path, bytes| {
+        if path.ends_with(layer.trim_start_matches("sha256:")) {
+            bytes.iter_mut().take(64).for_each(|b| *b = !*b);
+        }
+        true
+    });
+    let err = block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let options = ImportOptions {
+            base_name: None,
+            unpack: true,
+        };
+        let file = fs::File::open(&broken).unwrap();
+        archive::import(&client, file, &options).await.unwrap_err()
+    });
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+    let ctr = |args: &[&str]| run_ok(daemon.ctr(NAMESPACE).args(args));
+    assert!(first_column(&ctr(&["images", "ls"])).is_empty());
+    assert!(!ctr(&["content", "ls"]).contains(&layer));
+    daemon.assert_clean();
+}
+
+/// The test image's one layer.
+fn layer_digest() -> String {
+    let layout = berth_oci::layout::Layout::open(&busybox().layout).unwrap();
+    let image = layout.resolve(None).unwrap();
+    image.layers()[0].digest().to_string()
+}
+
+/// The test image's tarball as Docker wrote it before version 25: `manifest.json`
+/// only, no OCI layout around it.
+fn docker_save_only(from: &Path, to: &Path) {
+    rewrite_tar(from, to, |path, _| {
+        !["index.json", "oci-layout"].contains(&path)
+    });
+}
+
+/// Copies a tarball, letting `edit` change each file's bytes or drop it.
+fn rewrite_tar(from: &Path, to: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>) -> bool) {
+    use std::io::Read;
+    let mut input = tar::Archive::new(fs::File::open(from).unwrap());
+    let mut output = tar::Builder::new(fs::File::create(to).unwrap());
+    for entry in input.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if edit(&path, &mut bytes) {
+            let mut header = entry.header().clone();
+            output.append_data(&mut header, &path, &bytes[..]).unwrap();
+        }
+    }
+    output.finish().unwrap();
+}
