@@ -53,21 +53,8 @@ ctr() {
     return $status
 }
 
-say() { printf '\n# %s\n' "$*"; }
-show() { printf '$ %s\n' "$*"; }
-
-# Waits up to 10 seconds for a condition; a lab must never hang in front of a class.
-wait_until() {
-    local tries=0
-    until "$@"; do
-        tries=$((tries + 1))
-        if [ $tries -ge 200 ]; then
-            echo "gave up waiting for: $*" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
-}
+# shellcheck source=lib.sh
+. "$repo/book/labs/lib.sh"
 
 start_supervisor() {
     show "berth-containerd --root $root/root --state $root/state --address $socket &"

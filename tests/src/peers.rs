@@ -41,6 +41,17 @@ pub fn require(program: &str) -> PathBuf {
         })
 }
 
+/// The first column of a `ctr … ls` table (`images ls`, `snapshots ls`, `task ls`),
+/// its header left out.
+pub fn first_column(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Runs `cmd` with stdin from /dev/null, waiting at most [`COMMAND_TIMEOUT`]; a
 /// command still running then is killed and the test fails, showing its output.
 ///

@@ -14,7 +14,7 @@ use berth_containerd::client::registry::{Credentials, RegistryOptions};
 use berth_containerd::client::Client;
 use berth_tests::berth_containerd::BerthContainerd;
 use berth_tests::images::busybox;
-use berth_tests::peers::{output, require, run_ok, Containerd};
+use berth_tests::peers::{first_column, output, require, run_ok, Containerd};
 use berth_tests::registry::Registry;
 use berth_tests::token_auth::{self, TokenGate};
 use std::process::Command;
@@ -28,16 +28,6 @@ fn block_on<F: Future>(future: F) -> F::Output {
         .build()
         .expect("a tokio runtime")
         .block_on(future)
-}
-
-/// The first column of a `ctr … ls` table, header left out.
-fn first_column(table: &str) -> Vec<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// Runs `echo` in `image` with the real ctr and the given runtime; returns its output.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use berth_oci::oci_spec::image::ConfigBuilder;
 use berth_oci::write::{build_image, LayerBuilder};
 use berth_tests::berth_containerd::BerthContainerd;
-use berth_tests::peers::{output, run_ok};
+use berth_tests::peers::{first_column, output, run_ok};
 use berth_tests::runtime::wait_bounded;
 use berth_tests::shim::wait_until;
 use tempfile::TempDir;
@@ -31,16 +31,6 @@ fn start() -> (TempDir, BerthContainerd) {
 
 fn ctr(daemon: &BerthContainerd, args: &[&str]) -> String {
     run_ok(daemon.ctr(NAMESPACE).args(args))
-}
-
-/// The first column of a `ctr ... ls` table, header left out.
-fn first_column(table: &str) -> Vec<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The files directly in `dir` (none if it does not exist).

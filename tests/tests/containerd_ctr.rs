@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use berth_tests::berth_containerd::BerthContainerd;
-use berth_tests::peers::{output, run_ok};
+use berth_tests::peers::{first_column, output, run_ok};
 use tempfile::TempDir;
 
 /// The image as `ctr images import` names it.
@@ -29,16 +29,6 @@ fn ctr(daemon: &BerthContainerd, args: &[&str]) -> String {
 fn import(daemon: &BerthContainerd) {
     let out = daemon.import_busybox(NAMESPACE);
     assert!(out.contains(IMAGE), "ctr images import said:\n{out}");
-}
-
-/// The first column of a `ctr ... ls` table, header left out.
-fn first_column(table: &str) -> Vec<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The files directly in `dir` (none if it does not exist).

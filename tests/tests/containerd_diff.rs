@@ -7,22 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use berth_tests::berth_containerd::BerthContainerd;
-use berth_tests::peers::{output, require, run_ok, Containerd};
+use berth_tests::peers::{first_column, output, require, run_ok, Containerd};
 use berth_tests::runtime::Outcome;
 use berth_tests::shim::wait_until;
 
 const NAMESPACE: &str = "berth-diff";
 const UNCOMPRESSED: &str = "application/vnd.oci.image.layer.v1.tar";
-
-/// The first column of a `ctr ... ls` table, header left out.
-fn first_column(table: &str) -> Vec<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Runs `cmd` through `sh` with its stdout (a binary layer) into `file`.
 fn to_file(cmd: &Command, file: &Path) -> Outcome {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use berth_tests::berth_containerd::BerthContainerd;
-use berth_tests::peers::{output, run_ok, Containerd};
+use berth_tests::peers::{first_column, output, run_ok, Containerd};
 use berth_tests::registry::Registry;
 use berth_tests::runtime::Outcome;
 use berth_tests::shim::wait_until;
@@ -28,16 +28,6 @@ fn start() -> (TempDir, Registry, BerthContainerd) {
 
 fn ctr(daemon: &BerthContainerd, args: &[&str]) -> String {
     run_ok(daemon.ctr(NAMESPACE).args(args))
-}
-
-/// The first column of a `ctr ... ls` table, header left out.
-fn first_column(table: &str) -> Vec<String> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
 }
 
 /// `ctr image pull --plain-http REFERENCE` plus `extra` flags, as `ctr` (a Command

@@ -29,7 +29,6 @@ use super::reference::{Reference, ReferenceError};
 use super::registry::{DOCKER_MANIFEST, MAX_MANIFEST, OCI_INDEX};
 use super::unpack::{unpack, UnpackError};
 use super::{Client, ClientError};
-use crate::proto::containerd::services::images::v1::GetImageRequest;
 use crate::proto::containerd::types::Descriptor;
 
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -67,8 +66,6 @@ pub enum ArchiveError {
     Missing { file: String, what: String },
     #[error("{file} in the tarball is over {limit} bytes; refusing to read it into memory")]
     TooBig { file: String, limit: usize },
-    #[error("no image named {name} in namespace {namespace}")]
-    NoImage { name: String, namespace: String },
     #[error(
         "{digest} ({media_type}) cannot be exported: the content store lacks it; pull the \
          image again to get every blob it names"
@@ -484,21 +481,7 @@ pub async fn export(
     for name in names {
         let reference = Reference::parse(name)?;
         let full = reference.to_string();
-        let target = client
-            .images()
-            .get(client.request(GetImageRequest { name: full.clone() }))
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::NotFound => ArchiveError::NoImage {
-                    name: full.clone(),
-                    namespace: client.namespace().to_owned(),
-                },
-                _ => ClientError::call("Images.Get")(status).into(),
-            })?
-            .into_inner()
-            .image
-            .and_then(|image| image.target)
-            .unwrap_or_default();
+        let target = client.image_target(&full).await?;
         collect(client, &target, &mut blobs, &mut seen).await?;
         let mut entry = serde_json::json!({
             "mediaType": target.media_type,

@@ -38,9 +38,11 @@ use tonic::{Code, Request, Status};
 use crate::proto::containerd::services::content::v1::content_client::ContentClient;
 use crate::proto::containerd::services::diff::v1::diff_client::DiffClient;
 use crate::proto::containerd::services::images::v1::images_client::ImagesClient;
+use crate::proto::containerd::services::images::v1::GetImageRequest;
 use crate::proto::containerd::services::leases::v1::leases_client::LeasesClient;
 use crate::proto::containerd::services::leases::v1::{CreateRequest, DeleteRequest};
 use crate::proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use crate::proto::containerd::types::Descriptor;
 use crate::scope::{LEASE_HEADER, NAMESPACE_HEADER};
 
 /// The snapshotter images are unpacked with: the only one berth-containerd has, and
@@ -68,6 +70,8 @@ pub enum ClientError {
     },
     #[error("namespace {namespace:?} cannot be sent in gRPC metadata: use letters, digits, '.', '_' and '-'")]
     Namespace { namespace: String },
+    #[error("no image named {name} in namespace {namespace}")]
+    NoImage { name: String, namespace: String },
 }
 
 impl ClientError {
@@ -174,6 +178,25 @@ impl Client {
 
     pub fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
+    }
+
+    /// What the image stored as `name` (its full name) points at.
+    pub async fn image_target(&self, name: &str) -> Result<Descriptor, ClientError> {
+        let request = self.request(GetImageRequest {
+            name: name.to_owned(),
+        });
+        match self.images().get(request).await {
+            Ok(response) => Ok(response
+                .into_inner()
+                .image
+                .and_then(|image| image.target)
+                .unwrap_or_default()),
+            Err(status) if status.code() == Code::NotFound => Err(ClientError::NoImage {
+                name: name.to_owned(),
+                namespace: self.namespace.clone(),
+            }),
+            Err(status) => Err(ClientError::call("Images.Get")(status)),
+        }
     }
 
     /// A lease for one operation (a pull, an import), expiring by itself should the

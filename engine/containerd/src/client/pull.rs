@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::content::{write_small, BlobWriter, ContentError, Opened};
 use super::reference::{Reference, ReferenceError};
-use super::registry::{Fetched, Registry, RegistryError, RegistryOptions, MAX_MANIFEST};
+use super::registry::{next_chunk, Fetched, Registry, RegistryError, RegistryOptions};
 use super::unpack::{unpack, UnpackError};
 use super::{Client, ClientError};
 use crate::proto::containerd::services::images::v1::{
@@ -146,7 +146,7 @@ async fn store(
     let parsed: ImageManifest = json(&manifest, "image manifest")?;
 
     let config_descriptor = descriptor(parsed.config());
-    let config_bytes = fetch_small(registry, &config_descriptor).await?;
+    let config_bytes = registry.small_blob(&config_descriptor.digest).await?;
     let config: ImageConfiguration =
         serde_json::from_slice(&config_bytes).map_err(|source| PullError::Json {
             what: "image config",
@@ -236,15 +236,7 @@ async fn fetch_layer(
     let span = tracing::info_span!("fetch", digest = %layer.digest, size);
     let streamed = async {
         let (url, mut response) = registry.blob(&layer.digest).await?;
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|source| RegistryError::Http {
-                method: reqwest::Method::GET,
-                url: url.clone(),
-                source,
-            })?
-        {
+        while let Some(chunk) = next_chunk(&mut response, &url).await? {
             writer.write(&chunk).await?;
             // A registry sending more than it promised is wrong already.
             if writer.written() > size {
@@ -267,40 +259,6 @@ async fn fetch_layer(
             Err(err)
         }
     }
-}
-
-/// A config blob, read whole and verified: it is small, and needed parsed.
-async fn fetch_small(registry: &Registry, blob: &Descriptor) -> Result<Vec<u8>, PullError> {
-    let (url, mut response) = registry.blob(&blob.digest).await?;
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|source| RegistryError::Http {
-            method: reqwest::Method::GET,
-            url: url.clone(),
-            source,
-        })?
-    {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() > MAX_MANIFEST {
-            return Err(RegistryError::TooBig {
-                url,
-                limit: MAX_MANIFEST,
-            }
-            .into());
-        }
-    }
-    let actual = super::registry::sha256(&bytes);
-    if actual != blob.digest {
-        return Err(RegistryError::Digest {
-            url,
-            expected: blob.digest.clone(),
-            actual,
-        }
-        .into());
-    }
-    Ok(bytes)
 }
 
 /// Points `name` at `target`, creating the image or moving an existing name.

@@ -16,7 +16,6 @@ use super::pull::descriptor;
 use super::reference::{Reference, ReferenceError};
 use super::registry::{Registry, RegistryError, RegistryOptions, MAX_MANIFEST};
 use super::{Client, ClientError};
-use crate::proto::containerd::services::images::v1::GetImageRequest;
 use crate::proto::containerd::types::Descriptor;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +28,6 @@ pub enum PushError {
     Content(#[from] ContentError),
     #[error(transparent)]
     Client(#[from] ClientError),
-    #[error("no image named {name} in namespace {namespace}")]
-    NoImage { name: String, namespace: String },
     #[error("{what} {digest} is not valid JSON of its kind: {source}")]
     Json {
         what: &'static str,
@@ -59,23 +56,7 @@ pub async fn push(
     let destination = Reference::parse(destination.unwrap_or(name))?;
     let span = tracing::info_span!("push", image = %destination);
     async {
-        let image = client
-            .images()
-            .get(client.request(GetImageRequest {
-                name: stored.clone(),
-            }))
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::NotFound => PushError::NoImage {
-                    name: stored.clone(),
-                    namespace: client.namespace().to_owned(),
-                },
-                _ => ClientError::call("Images.Get")(status).into(),
-            })?
-            .into_inner()
-            .image
-            .and_then(|image| image.target)
-            .unwrap_or_default();
+        let image = client.image_target(&stored).await?;
         let registry = Registry::for_push(&destination, options)?;
         push_object(client, &registry, &image, destination.object()).await?;
         Ok(image)

@@ -189,16 +189,14 @@ impl Registry {
         let url = self.url(&format!("manifests/{object}"));
         let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
         let mut response = self
-            .send(Method::GET, &url, |r| r.header(ACCEPT, accept.as_str()))
+            .call(
+                Method::GET,
+                &url,
+                |r| r.header(ACCEPT, accept.as_str()),
+                StatusCode::OK,
+                "manifest",
+            )
             .await?;
-        expect(
-            &Method::GET,
-            &url,
-            &mut response,
-            &[StatusCode::OK],
-            "manifest",
-        )
-        .await?;
         let header = |name: &str| {
             response
                 .headers()
@@ -209,31 +207,18 @@ impl Registry {
         let media_type = header(CONTENT_TYPE.as_str())
             .map(|t| t.split(';').next().unwrap_or_default().trim().to_owned())
             .unwrap_or_default();
-        let stated = header("docker-content-digest");
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(http(&Method::GET, &url))? {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > MAX_MANIFEST {
-                return Err(RegistryError::TooBig {
-                    url,
-                    limit: MAX_MANIFEST,
-                });
-            }
-        }
-        let actual = sha256(&bytes);
-        let expected = if object.starts_with("sha256:") {
-            Some(object.to_owned())
-        } else {
-            stated
+        let expected = match object.starts_with("sha256:") {
+            true => Some(object.to_owned()),
+            false => header("docker-content-digest"),
         };
-        if let Some(expected) = expected {
-            if expected != actual {
-                return Err(RegistryError::Digest {
-                    url,
-                    expected,
-                    actual,
-                });
-            }
+        let bytes = read_bounded(&mut response, &url).await?;
+        let actual = sha256(&bytes);
+        if let Some(expected) = expected.filter(|e| *e != actual) {
+            return Err(RegistryError::Digest {
+                url,
+                expected,
+                actual,
+            });
         }
         if ![OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].contains(&media_type.as_str()) {
             return Err(RegistryError::MediaType { url, media_type });
@@ -245,19 +230,31 @@ impl Registry {
         })
     }
 
-    /// The response carrying a blob's bytes, for the caller to stream and verify.
+    /// The response carrying a blob's bytes, for the caller to stream and verify
+    /// (with [`next_chunk`]).
     pub async fn blob(&self, digest: &str) -> Result<(String, Response), RegistryError> {
         let url = self.url(&format!("blobs/{digest}"));
-        let mut response = self.send(Method::GET, &url, |r| r).await?;
-        expect(
-            &Method::GET,
-            &url,
-            &mut response,
-            &[StatusCode::OK],
-            &format!("blob {digest}"),
-        )
-        .await?;
+        let what = format!("blob {digest}");
+        let response = self
+            .call(Method::GET, &url, |r| r, StatusCode::OK, &what)
+            .await?;
         Ok((url, response))
+    }
+
+    /// A small blob (an image config) read whole and verified against `digest`.
+    pub async fn small_blob(&self, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let (url, mut response) = self.blob(digest).await?;
+        let bytes = read_bounded(&mut response, &url).await?;
+        let actual = sha256(&bytes);
+        if actual != digest {
+            let expected = digest.to_owned();
+            return Err(RegistryError::Digest {
+                url,
+                expected,
+                actual,
+            });
+        }
+        Ok(bytes)
     }
 
     /// Whether the repository already has a blob, so a push can skip it.
@@ -267,31 +264,22 @@ impl Registry {
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(false);
         }
-        expect(
-            &Method::HEAD,
-            &url,
-            &mut response,
-            &[StatusCode::OK],
-            "blob",
-        )
-        .await?;
+        expect(&Method::HEAD, &url, &mut response, StatusCode::OK, "blob").await?;
         Ok(true)
     }
 
     /// Starts an upload session; returns where to send the bytes.
     pub async fn start_upload(&self) -> Result<String, RegistryError> {
         let url = self.url("blobs/uploads/");
-        let mut response = self
-            .send(Method::POST, &url, |r| r.header(CONTENT_LENGTH, 0))
+        let response = self
+            .call(
+                Method::POST,
+                &url,
+                |r| r.header(CONTENT_LENGTH, 0),
+                StatusCode::ACCEPTED,
+                "upload",
+            )
             .await?;
-        expect(
-            &Method::POST,
-            &url,
-            &mut response,
-            &[StatusCode::ACCEPTED],
-            "upload",
-        )
-        .await?;
         self.location(&url, &response)
     }
 
@@ -303,21 +291,20 @@ impl Registry {
         chunk: Vec<u8>,
     ) -> Result<String, RegistryError> {
         let range = format!("{offset}-{}", offset + chunk.len() as u64 - 1);
-        let mut response = self
-            .send(Method::PATCH, location, |r| {
-                r.header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_RANGE, range.as_str())
-                    .body(chunk.clone())
-            })
+        let build = |r: RequestBuilder| {
+            r.header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_RANGE, range.as_str())
+                .body(chunk.clone())
+        };
+        let response = self
+            .call(
+                Method::PATCH,
+                location,
+                build,
+                StatusCode::ACCEPTED,
+                "upload",
+            )
             .await?;
-        expect(
-            &Method::PATCH,
-            location,
-            &mut response,
-            &[StatusCode::ACCEPTED],
-            "upload",
-        )
-        .await?;
         self.location(location, &response)
     }
 
@@ -325,17 +312,15 @@ impl Registry {
     pub async fn finish_upload(&self, location: &str, digest: &str) -> Result<(), RegistryError> {
         let separator = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{separator}digest={digest}");
-        let mut response = self
-            .send(Method::PUT, &url, |r| r.header(CONTENT_LENGTH, 0))
-            .await?;
-        expect(
-            &Method::PUT,
+        self.call(
+            Method::PUT,
             &url,
-            &mut response,
-            &[StatusCode::CREATED],
+            |r| r.header(CONTENT_LENGTH, 0),
+            StatusCode::CREATED,
             "upload",
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Stores a manifest or index under a tag or its digest.
@@ -346,19 +331,10 @@ impl Registry {
         bytes: Vec<u8>,
     ) -> Result<(), RegistryError> {
         let url = self.url(&format!("manifests/{object}"));
-        let mut response = self
-            .send(Method::PUT, &url, |r| {
-                r.header(CONTENT_TYPE, media_type).body(bytes.clone())
-            })
+        let build = |r: RequestBuilder| r.header(CONTENT_TYPE, media_type).body(bytes.clone());
+        self.call(Method::PUT, &url, build, StatusCode::CREATED, "manifest")
             .await?;
-        expect(
-            &Method::PUT,
-            &url,
-            &mut response,
-            &[StatusCode::CREATED],
-            "manifest",
-        )
-        .await
+        Ok(())
     }
 
     fn location(&self, url: &str, response: &Response) -> Result<String, RegistryError> {
@@ -377,6 +353,20 @@ impl Registry {
         } else {
             location.to_owned()
         })
+    }
+
+    /// Sends a request and turns any answer but `wanted` into an error.
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+        wanted: StatusCode,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        let mut response = self.send(method.clone(), url, build).await?;
+        expect(&method, url, &mut response, wanted, what).await?;
+        Ok(response)
     }
 
     // ANCHOR: auth
@@ -511,11 +501,11 @@ async fn expect(
     method: &Method,
     url: &str,
     response: &mut Response,
-    wanted: &[StatusCode],
+    wanted: StatusCode,
     what: &str,
 ) -> Result<(), RegistryError> {
     let status = response.status();
-    if wanted.contains(&status) {
+    if status == wanted {
         return Ok(());
     }
     if status == StatusCode::NOT_FOUND {
@@ -537,6 +527,30 @@ async fn expect(
         status,
         body: truncate(String::from_utf8_lossy(&body).into_owned()),
     })
+}
+
+/// The next piece of a response's body, `None` at its end.
+pub async fn next_chunk(
+    response: &mut Response,
+    url: &str,
+) -> Result<Option<bytes::Bytes>, RegistryError> {
+    response.chunk().await.map_err(http(&Method::GET, url))
+}
+
+/// A whole body that must be small (a manifest, a config), refused past [`MAX_MANIFEST`].
+async fn read_bounded(response: &mut Response, url: &str) -> Result<Vec<u8>, RegistryError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = next_chunk(response, url).await? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > MAX_MANIFEST {
+            let url = url.to_owned();
+            return Err(RegistryError::TooBig {
+                url,
+                limit: MAX_MANIFEST,
+            });
+        }
+    }
+    Ok(bytes)
 }
 
 fn truncate(mut text: String) -> String {
