@@ -29,12 +29,13 @@
 //! `BIN … -bundle B delete` for it (the shim program cleaning up after its dead
 //! self: the container is force-deleted, the rootfs unmounted) and delivers the
 //! task's `/tasks/exit` itself, since no shim is left to send it. While it runs, berth
-//! watches every shim's socket ([`Runtime::watch`]) and does the same for a shim
+//! watches every shim's process ([`Runtime::watch`]) and does the same for a shim
 //! that dies under it.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -45,7 +46,8 @@ use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message as _;
 use containerd_shim_protos::TaskClient;
 use prost::Message as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, Interest};
 use tonic::Status;
 
 use crate::events::Exchange;
@@ -143,10 +145,10 @@ pub struct Shim {
     pub bundle: PathBuf,
     /// The shim program (`containerd-shim-runc-v2`), for `delete` if the shim dies.
     binary: String,
-    /// Where it listens (`unix:///…/s/HASH`), as its `start` printed it.
-    address: String,
     /// The task's pid, for the exit event should the shim die.
     pid: AtomicU32,
+    /// The shim's own pid, as its Connect answered: what [`Runtime::watch`] waits on.
+    shim_pid: AtomicU32,
     /// Set before berth asks the shim to exit, so its going is not taken for a death.
     closing: AtomicBool,
     client: TaskClient,
@@ -333,9 +335,9 @@ impl Runtime {
                         address: address.clone(),
                         source,
                     })?;
-                Ok((address, TaskClient::new(client)))
+                Ok(TaskClient::new(client))
             });
-        let (address, client) = match started {
+        let client = match started {
             Ok(started) => started,
             Err(err) => {
                 log.abort();
@@ -348,8 +350,8 @@ impl Runtime {
             id: new.id.clone(),
             bundle: bundle.clone(),
             binary,
-            address,
             pid: AtomicU32::new(0),
+            shim_pid: AtomicU32::new(0),
             closing: AtomicBool::new(false),
             client,
             log,
@@ -358,14 +360,25 @@ impl Runtime {
         create.id = new.id.clone();
         create.bundle = bundle.display().to_string();
         let timeout = Some(CALL_TIMEOUT);
-        match shim
-            .call("Create", timeout, move |c, ctx| c.create(ctx, &create))
-            .await
-        {
-            Ok(response) => {
-                shim.pid.store(response.pid, Ordering::Relaxed);
-                Ok((shim, response.pid))
-            }
+        let created = async {
+            let response = shim
+                .call("Create", timeout, move |c, ctx| c.create(ctx, &create))
+                .await?;
+            shim.pid.store(response.pid, Ordering::Relaxed);
+            // Connect tells the shim's own pid, which is what is watched.
+            let request = api::ConnectRequest {
+                id: new.id.clone(),
+                ..Default::default()
+            };
+            let connected = shim
+                .call("Connect", timeout, move |c, ctx| c.connect(ctx, &request))
+                .await?;
+            shim.shim_pid.store(connected.shim_pid, Ordering::Relaxed);
+            Ok(response.pid)
+        }
+        .await;
+        match created {
+            Ok(pid) => Ok((shim, pid)),
             Err(err) => {
                 self.shut_down(&shim).await;
                 Err(err)
@@ -560,8 +573,8 @@ impl Runtime {
             id: id.to_owned(),
             bundle: bundle.to_owned(),
             binary: binary.to_owned(),
-            address,
             pid: AtomicU32::new(0),
+            shim_pid: AtomicU32::new(0),
             closing: AtomicBool::new(false),
             client: TaskClient::new(client),
             log: follow_log(bundle)?,
@@ -578,6 +591,7 @@ impl Runtime {
         match connected {
             Ok(connected) => {
                 shim.pid.store(connected.task_pid, Ordering::Relaxed);
+                shim.shim_pid.store(connected.shim_pid, Ordering::Relaxed);
                 Ok(shim)
             }
             Err(e) => {
@@ -588,42 +602,16 @@ impl Runtime {
     }
 
     // ANCHOR: watch
-    /// Waits for the shim to die, then cleans up after it. berth keeps a second,
-    /// idle connection to the shim's socket (the synchronous ttrpc client tells
-    /// nobody when its own breaks), and the kernel closes it when the shim dies.
-    /// containerd does the same with its ttrpc client's on-close callback. An end
-    /// berth asked for (Shutdown) is not a death.
+    /// Waits for the shim to die, then cleans up after it. The shim is not this
+    /// process's child (it left at `start`), so there is no SIGCHLD; a *pidfd* of its
+    /// pid turns readable when it exits, whoever its parent is. (containerd watches
+    /// its ttrpc connection instead; berth's synchronous ttrpc client tells nobody
+    /// when a connection breaks.) An end berth asked for (Shutdown) is not a death.
     async fn watch(self: Arc<Self>, shim: Arc<Shim>) {
-        let socket = shim
-            .address
-            .strip_prefix("unix://")
-            .unwrap_or(&shim.address);
-        loop {
-            match tokio::net::UnixStream::connect(socket).await {
-                Ok(mut stream) => {
-                    // Nothing is ever sent on it: any answer to a read means closed.
-                    let mut buf = [0u8; 64];
-                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-                    ) =>
-                {
-                    break
-                }
-                Err(e) => {
-                    tracing::warn!(id = %shim.id, address = %shim.address, "cannot watch the shim, so its death would go unnoticed: {e}");
-                    return;
-                }
-            }
-            if shim.closing.load(Ordering::Relaxed) {
-                return;
-            }
-            // The connection closed but the socket may still answer (a shim that
-            // drops idle connections): look again, shortly.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        let shim_pid = shim.shim_pid.load(Ordering::Relaxed);
+        if let Err(e) = exited(shim_pid).await {
+            tracing::warn!(id = %shim.id, shim_pid, "cannot watch the shim, so its death would go unnoticed: {e}");
+            return;
         }
         if shim.closing.load(Ordering::Relaxed) {
             return;
@@ -822,6 +810,26 @@ fn follow_log(bundle: &Path) -> Result<tokio::task::JoinHandle<()>, RuntimeError
 
 /// Unmounts whatever is left in the bundle (a shim that died before unmounting the
 /// rootfs) and removes it.
+/// Resolves once process `pid` has exited (at once if it is already gone).
+async fn exited(pid: u32) -> io::Result<()> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ESRCH) => Ok(()),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: the descriptor was just made and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: an OwnedFd keeps its descriptor open, and the same, until it is dropped
+    // with the AsyncFd.
+    let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?;
+    let _ready = fd.readable().await?;
+    Ok(())
+}
+
 fn remove_bundle(bundle: &Path) {
     crate::mount::unmount_all_under(bundle);
     if let Err(e) = fs::remove_dir_all(bundle) {
