@@ -262,3 +262,56 @@ fn a_container_keeps_running_while_berth_containerd_is_killed_and_restarted() {
     docker(&berth, &dockerd, &["rm", "counter"]);
     berth.assert_clean();
 }
+
+#[test]
+fn a_tty_stats_and_a_live_memory_update_go_through_berth_containerd() {
+    let (_dir, berth, dockerd) = start(&[]);
+    // -t: the shim gives the container a pseudo-terminal as its stdio.
+    let tty = docker(&berth, &dockerd, &["run", "--rm", "-t", "busybox", "tty"]);
+    assert_eq!(tty.trim(), "/dev/pts/0");
+
+    docker(
+        &berth,
+        &dockerd,
+        &[
+            "run", "-d", "--name", "sized", "--memory", "64m", "busybox", "sleep", "1000",
+        ],
+    );
+    // docker stats reads Tasks.Metrics, which berth-containerd asks the shim for.
+    let stats = docker(
+        &berth,
+        &dockerd,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.MemUsage}}",
+            "sized",
+        ],
+    );
+    assert!(
+        stats.starts_with("sized ") && stats.contains("/ 64MiB"),
+        "{stats}"
+    );
+    // docker update changes the running task's limit through Tasks.Update.
+    docker(
+        &berth,
+        &dockerd,
+        &[
+            "update",
+            "--memory",
+            "96m",
+            "--memory-swap",
+            "192m",
+            "sized",
+        ],
+    );
+    let stats = docker(
+        &berth,
+        &dockerd,
+        &["stats", "--no-stream", "--format", "{{.MemUsage}}", "sized"],
+    );
+    assert!(stats.contains("/ 96MiB"), "{stats}");
+    docker(&berth, &dockerd, &["rm", "-f", "sized"]);
+    berth.assert_clean();
+}
