@@ -17,11 +17,11 @@
 //!    (`unix:///…/s/HASH`) and exits; berth connects a ttrpc client
 //!    (`containerd.task.v2.Task`) to that address and sends Create.
 //!
-//! From then on every task request is one ttrpc call to the task's shim. The ttrpc
-//! client is synchronous (each call blocks a thread until the shim answers), so calls
-//! run on tokio's blocking pool ([`Shim::call`]), never on the threads that serve
-//! gRPC. The caller's trace context goes along as `traceparent` in the ttrpc
-//! metadata, so the shim's spans are children of the gRPC request's.
+//! From then on every task request is one ttrpc call to the task's shim
+//! ([`Shim::call`]), made with ttrpc's async client: a Wait that lasts as long as
+//! the container is a parked tokio task, not a thread. The caller's trace context
+//! goes along as `traceparent` in the ttrpc metadata, so the shim's spans are
+//! children of the gRPC request's.
 //!
 //! A shim outlives berth-containerd, so a restarted berth-containerd *reloads* its
 //! tasks ([`Runtime::reload`]): it walks the bundles, reads each one's `address` file
@@ -34,6 +34,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::Message as _;
-use containerd_shim_protos::TaskClient;
+use containerd_shim_protos::shim_async::TaskClient;
 use prost::Message as _;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, Interest};
@@ -178,17 +179,18 @@ fn context(timeout: Option<Duration>) -> ttrpc::context::Context {
 
 impl Shim {
     // ANCHOR: call
-    /// Calls the shim on tokio's blocking pool. The context (and with it the trace
-    /// parent) is made here, on the request's task, where the request's span is current.
-    pub async fn call<R: Send + 'static>(
-        self: &Arc<Self>,
+    /// Calls the shim. The context (and with it the trace parent) is made here, on
+    /// the request's task, where the request's span is current.
+    pub async fn call<R, F>(
+        &self,
         method: &'static str,
         timeout: Option<Duration>,
-        call: impl FnOnce(&TaskClient, ttrpc::context::Context) -> ttrpc::Result<R> + Send + 'static,
-    ) -> Result<R, RuntimeError> {
-        let ctx = context(timeout);
-        let shim = self.clone();
-        let answer = tokio::task::spawn_blocking(move || call(&shim.client, ctx)).await;
+        call: impl FnOnce(TaskClient, ttrpc::context::Context) -> F,
+    ) -> Result<R, RuntimeError>
+    where
+        F: Future<Output = ttrpc::Result<R>>,
+    {
+        let answer = call(self.client.clone(), context(timeout)).await;
         let error = |code, message: String| RuntimeError::Call {
             id: self.id.clone(),
             method,
@@ -196,13 +198,12 @@ impl Shim {
             message,
         };
         match answer {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(ttrpc::Error::RpcStatus(status))) => Err(error(
+            Ok(response) => Ok(response),
+            Err(ttrpc::Error::RpcStatus(status)) => Err(error(
                 tonic::Code::from_i32(status.code.value()),
                 status.message,
             )),
-            Ok(Err(other)) => Err(error(tonic::Code::Unavailable, other.to_string())),
-            Err(join) => Err(error(tonic::Code::Internal, join.to_string())),
+            Err(other) => Err(error(tonic::Code::Unavailable, other.to_string())),
         }
     }
     // ANCHOR_END: call
@@ -325,18 +326,18 @@ impl Runtime {
         let binary = shim_binary(&new.runtime)?;
         let bundle = self.bundles.join(&new.namespace).join(&new.id);
         let log = make_bundle(&bundle, &new.spec)?;
-        let started = self
-            .start_shim(&binary, &new, &bundle)
-            .await
-            .and_then(|address| {
-                let client =
-                    ttrpc::Client::connect(&address).map_err(|source| RuntimeError::Connect {
-                        id: new.id.clone(),
-                        address: address.clone(),
-                        source,
-                    })?;
-                Ok(TaskClient::new(client))
-            });
+        let started = async {
+            let address = self.start_shim(&binary, &new, &bundle).await?;
+            let client = ttrpc::asynchronous::Client::connect(&address)
+                .await
+                .map_err(|source| RuntimeError::Connect {
+                    id: new.id.clone(),
+                    address: address.clone(),
+                    source,
+                })?;
+            Ok(TaskClient::new(client))
+        }
+        .await;
         let client = match started {
             Ok(started) => started,
             Err(err) => {
@@ -362,7 +363,9 @@ impl Runtime {
         let timeout = Some(CALL_TIMEOUT);
         let created = async {
             let response = shim
-                .call("Create", timeout, move |c, ctx| c.create(ctx, &create))
+                .call("Create", timeout, move |c, ctx| async move {
+                    c.create(ctx, &create).await
+                })
                 .await?;
             shim.pid.store(response.pid, Ordering::Relaxed);
             // Connect tells the shim's own pid, which is what is watched.
@@ -371,7 +374,9 @@ impl Runtime {
                 ..Default::default()
             };
             let connected = shim
-                .call("Connect", timeout, move |c, ctx| c.connect(ctx, &request))
+                .call("Connect", timeout, move |c, ctx| async move {
+                    c.connect(ctx, &request).await
+                })
                 .await?;
             shim.shim_pid.store(connected.shim_pid, Ordering::Relaxed);
             Ok(response.pid)
@@ -444,8 +449,8 @@ impl Runtime {
             ..Default::default()
         };
         let deleted = shim
-            .call("Delete", Some(CALL_TIMEOUT), move |c, ctx| {
-                c.delete(ctx, &request)
+            .call("Delete", Some(CALL_TIMEOUT), move |c, ctx| async move {
+                c.delete(ctx, &request).await
             })
             .await?;
         self.shut_down(shim).await;
@@ -463,8 +468,8 @@ impl Runtime {
         };
         // A shim exits while it answers Shutdown: a broken connection is success.
         let _ = shim
-            .call("Shutdown", Some(CALL_TIMEOUT), move |c, ctx| {
-                c.shutdown(ctx, &request)
+            .call("Shutdown", Some(CALL_TIMEOUT), move |c, ctx| async move {
+                c.shutdown(ctx, &request).await
             })
             .await;
         shim.log.abort();
@@ -563,11 +568,13 @@ impl Runtime {
             .map_err(|source| RuntimeError::Address { path, source })?
             .trim()
             .to_owned();
-        let client = ttrpc::Client::connect(&address).map_err(|source| RuntimeError::Connect {
-            id: id.to_owned(),
-            address: address.clone(),
-            source,
-        })?;
+        let client = ttrpc::asynchronous::Client::connect(&address)
+            .await
+            .map_err(|source| RuntimeError::Connect {
+                id: id.to_owned(),
+                address: address.clone(),
+                source,
+            })?;
         let shim = Arc::new(Shim {
             namespace: namespace.to_owned(),
             id: id.to_owned(),
@@ -584,8 +591,8 @@ impl Runtime {
             ..Default::default()
         };
         let connected = shim
-            .call("Connect", Some(RELOAD_TIMEOUT), move |c, ctx| {
-                c.connect(ctx, &request)
+            .call("Connect", Some(RELOAD_TIMEOUT), move |c, ctx| async move {
+                c.connect(ctx, &request).await
             })
             .await;
         match connected {
@@ -605,8 +612,8 @@ impl Runtime {
     /// Waits for the shim to die, then cleans up after it. The shim is not this
     /// process's child (it left at `start`), so there is no SIGCHLD; a *pidfd* of its
     /// pid turns readable when it exits, whoever its parent is. (containerd watches
-    /// its ttrpc connection instead; berth's synchronous ttrpc client tells nobody
-    /// when a connection breaks.) An end berth asked for (Shutdown) is not a death.
+    /// its ttrpc connection instead; the Rust ttrpc client tells nobody when a
+    /// connection breaks.) An end berth asked for (Shutdown) is not a death.
     async fn watch(self: Arc<Self>, shim: Arc<Shim>) {
         let shim_pid = shim.shim_pid.load(Ordering::Relaxed);
         if let Err(e) = exited(shim_pid).await {

@@ -109,8 +109,8 @@ async fn state(shim: &Arc<Shim>, exec_id: String) -> Result<api::StateResponse, 
         ..Default::default()
     };
     Ok(shim
-        .call("State", Some(CALL_TIMEOUT), move |c, ctx| {
-            c.state(ctx, &request)
+        .call("State", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.state(ctx, &request).await
         })
         .await?)
 }
@@ -173,8 +173,8 @@ impl tasks_server::Tasks for Tasks {
             ..Default::default()
         };
         let started = shim
-            .call("Start", Some(CALL_TIMEOUT), move |c, ctx| {
-                c.start(ctx, &start)
+            .call("Start", Some(CALL_TIMEOUT), move |c, ctx| async move {
+                c.start(ctx, &start).await
             })
             .await?;
         Ok(Response::new(StartResponse { pid: started.pid }))
@@ -206,8 +206,8 @@ impl tasks_server::Tasks for Tasks {
             ..Default::default()
         };
         let d = shim
-            .call("Delete", Some(CALL_TIMEOUT), move |c, ctx| {
-                c.delete(ctx, &delete)
+            .call("Delete", Some(CALL_TIMEOUT), move |c, ctx| async move {
+                c.delete(ctx, &delete).await
             })
             .await?;
         Ok(Response::new(deleted(r.exec_id, d)))
@@ -255,8 +255,10 @@ impl tasks_server::Tasks for Tasks {
             all: r.all,
             ..Default::default()
         };
-        shim.call("Kill", Some(CALL_TIMEOUT), move |c, ctx| c.kill(ctx, &kill))
-            .await?;
+        shim.call("Kill", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.kill(ctx, &kill).await
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
@@ -279,8 +281,10 @@ impl tasks_server::Tasks for Tasks {
             spec: Some(any_to_pb(spec)).into(),
             ..Default::default()
         };
-        shim.call("Exec", Some(CALL_TIMEOUT), move |c, ctx| c.exec(ctx, &exec))
-            .await?;
+        shim.call("Exec", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.exec(ctx, &exec).await
+        })
+        .await?;
         Ok(Response::new(()))
     }
 
@@ -294,8 +298,8 @@ impl tasks_server::Tasks for Tasks {
             height: r.height,
             ..Default::default()
         };
-        shim.call("ResizePty", Some(CALL_TIMEOUT), move |c, ctx| {
-            c.resize_pty(ctx, &resize)
+        shim.call("ResizePty", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.resize_pty(ctx, &resize).await
         })
         .await?;
         Ok(Response::new(()))
@@ -310,8 +314,8 @@ impl tasks_server::Tasks for Tasks {
             stdin: r.stdin,
             ..Default::default()
         };
-        shim.call("CloseIO", Some(CALL_TIMEOUT), move |c, ctx| {
-            c.close_io(ctx, &close)
+        shim.call("CloseIO", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.close_io(ctx, &close).await
         })
         .await?;
         Ok(Response::new(()))
@@ -323,8 +327,8 @@ impl tasks_server::Tasks for Tasks {
             id: shim.id.clone(),
             ..Default::default()
         };
-        shim.call("Pause", Some(CALL_TIMEOUT), move |c, ctx| {
-            c.pause(ctx, &pause)
+        shim.call("Pause", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.pause(ctx, &pause).await
         })
         .await?;
         Ok(Response::new(()))
@@ -336,8 +340,8 @@ impl tasks_server::Tasks for Tasks {
             id: shim.id.clone(),
             ..Default::default()
         };
-        shim.call("Resume", Some(CALL_TIMEOUT), move |c, ctx| {
-            c.resume(ctx, &resume)
+        shim.call("Resume", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.resume(ctx, &resume).await
         })
         .await?;
         Ok(Response::new(()))
@@ -353,7 +357,9 @@ impl tasks_server::Tasks for Tasks {
             ..Default::default()
         };
         let listed = shim
-            .call("Pids", Some(CALL_TIMEOUT), move |c, ctx| c.pids(ctx, &pids))
+            .call("Pids", Some(CALL_TIMEOUT), move |c, ctx| async move {
+                c.pids(ctx, &pids).await
+            })
             .await?;
         let processes = listed
             .processes
@@ -384,8 +390,8 @@ impl tasks_server::Tasks for Tasks {
             annotations: r.annotations,
             ..Default::default()
         };
-        shim.call("Update", Some(CALL_TIMEOUT), move |c, ctx| {
-            c.update(ctx, &update)
+        shim.call("Update", Some(CALL_TIMEOUT), move |c, ctx| async move {
+            c.update(ctx, &update).await
         })
         .await?;
         Ok(Response::new(()))
@@ -410,8 +416,8 @@ impl tasks_server::Tasks for Tasks {
                 ..Default::default()
             };
             let got = shim
-                .call("Stats", Some(CALL_TIMEOUT), move |c, ctx| {
-                    c.stats(ctx, &stats)
+                .call("Stats", Some(CALL_TIMEOUT), move |c, ctx| async move {
+                    c.stats(ctx, &stats).await
                 })
                 .await?;
             metrics.push(Metric {
@@ -433,7 +439,9 @@ impl tasks_server::Tasks for Tasks {
         };
         // No deadline: a task may run for as long as it likes.
         let waited = shim
-            .call("Wait", None, move |c, ctx| c.wait(ctx, &wait))
+            .call("Wait", None, move |c, ctx| async move {
+                c.wait(ctx, &wait).await
+            })
             .await?;
         Ok(Response::new(WaitResponse {
             exit_status: waited.exit_status,
