@@ -32,6 +32,11 @@ pub struct Args {
 
 /// Runs the supervisor; the exit code for `main`.
 pub fn main() -> i32 {
+    // glibc gives every thread that allocates an arena of its own, up to eight per
+    // core; a supervisor's threads (tokio's workers, its blocking pool, the shims'
+    // events server) share two well enough, and each arena is memory kept for good.
+    // SAFETY: mallopt only sets an allocator parameter, before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let args = Args::parse();
     if let Some(level) = &args.log_level {
         // Before any thread exists: berth_trace::init reads RUST_LOG next.
