@@ -89,3 +89,63 @@ fn a_span_is_the_child_of_the_traceparent_in_the_metadata() {
     assert_eq!(hex(&span.trace_id), trace);
     assert_eq!(hex(&span.parent_span_id), parent);
 }
+
+/// `ctr run` through berth-containerd and berth-shim is one trace: the shim's
+/// `Task/Create` is a child of berth-containerd's `Tasks/Create` (the trace context
+/// went along in the ttrpc metadata), and berth-runc's spans are in it too (the shim
+/// passed it on in `TRACEPARENT`).
+#[test]
+fn a_task_create_is_one_trace_through_the_shim_and_the_runtime() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = BerthContainerd::start_with_env(
+        dir.path(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint)],
+    );
+    daemon.import_busybox("traced");
+    let image = "docker.io/library/busybox:latest";
+    let out = run_ok(daemon.ctr("traced").args([
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.berth.v2",
+        image,
+        "traced",
+        "echo",
+        "hi",
+    ]));
+    assert_eq!(out.trim(), "hi");
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+
+    let supervisor = "containerd.services.tasks.v1.Tasks/Create";
+    let shim = "containerd.task.v2.Task/Create";
+    let exports = receiver.collect_until(|spans| {
+        spans.iter().any(|s| s.name == supervisor)
+            && spans.iter().any(|s| s.name == shim)
+            && spans.iter().any(|s| s.service == "berth-runc")
+    });
+    let spans: Vec<_> = exports.iter().flat_map(|e| e.spans()).collect();
+    let create = spans
+        .iter()
+        .find(|s| s.name == supervisor && s.service == "berth-containerd")
+        .unwrap_or_else(|| panic!("no Tasks/Create span from berth-containerd in {spans:#?}"));
+    let task = spans
+        .iter()
+        .find(|s| s.name == shim && s.service == "berth-shim")
+        .expect("berth-shim's Task/Create span");
+    assert_eq!(task.trace_id, create.trace_id, "one trace");
+    // The shim's span hangs below the supervisor's request, directly or through
+    // berth-containerd's own spans inside it.
+    let in_supervisor = |id: &Vec<u8>| {
+        spans.iter().any(|s| {
+            &s.span_id == id && s.service == "berth-containerd" && s.trace_id == create.trace_id
+        })
+    };
+    assert!(in_supervisor(&task.parent_span_id), "{task:?}");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.service == "berth-runc" && s.trace_id == create.trace_id),
+        "berth-runc's spans are in the same trace"
+    );
+}
