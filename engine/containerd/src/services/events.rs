@@ -32,9 +32,27 @@ fn field(envelope: &Envelope, path: &[String]) -> Option<String> {
     match path {
         [f] if f == "topic" => Some(envelope.topic.clone()),
         [f] if f == "namespace" => Some(envelope.namespace.clone()),
-        // A real containerd also decodes the event to filter on its fields
-        // (`event.id==web`); berth doesn't: nothing it serves asks for that.
         _ => None,
+    }
+}
+
+/// A real containerd also decodes each event to filter on its own fields
+/// (`event.container_id==web`); berth does not, so a filter naming one is refused
+/// rather than left to match nothing, silently.
+fn check_fields(filters: &Filters) -> Result<(), Status> {
+    let unknown = filters
+        .any
+        .iter()
+        .flatten()
+        .map(|selector| &selector.path)
+        .find(|path| !matches!(path.as_slice(), [f] if f == "topic" || f == "namespace"));
+    match unknown {
+        Some(path) => Err(Status::invalid_argument(format!(
+            "event filter field {:?} is not supported: berth-containerd filters events by \
+             topic and namespace; filter on the event's own fields in the client",
+            path.join(".")
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -83,6 +101,7 @@ impl events_server::Events for Events {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let filters = Filters::parse(&request.into_inner().filters)?;
+        check_fields(&filters)?;
         let stream =
             BroadcastStream::new(self.supervisor.events.subscribe()).filter_map(move |received| {
                 match received {
@@ -105,6 +124,24 @@ mod tests {
     use super::events_server::Events as _;
     use super::*;
     use crate::proto::containerd::events::NamespaceCreate;
+
+    #[tokio::test]
+    async fn a_filter_on_the_events_own_fields_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let supervisor = Arc::new(Supervisor::open(&root, &dir.path().join("state")).unwrap());
+        let events = Events { supervisor };
+        let request = Request::new(SubscribeRequest {
+            filters: vec!["topic~=/tasks/".into(), "event.container_id==web".into()],
+        });
+        let err = events.subscribe(request).await.err().unwrap();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().contains("\"event.container_id\""),
+            "{}",
+            err.message()
+        );
+    }
 
     #[tokio::test]
     async fn subscribe_sees_only_what_its_filters_match() {
