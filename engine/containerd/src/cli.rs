@@ -19,14 +19,14 @@ pub struct Args {
     /// Persistent state: content, snapshots, metadata.
     #[arg(long, default_value = "/var/lib/berth/containerd")]
     pub root: PathBuf,
-    /// Runtime state (gone after a reboot): scratch mounts, later the shims' bundles.
+    /// Runtime state (gone after a reboot): the tasks' bundles, scratch mounts.
     #[arg(long, default_value = "/run/berth/containerd")]
     pub state: PathBuf,
     /// The unix socket to serve gRPC on.
     #[arg(long, default_value = "/run/berth/containerd/containerd.sock")]
     pub address: PathBuf,
     /// trace, debug, info, warn or error (overrides RUST_LOG).
-    #[arg(long)]
+    #[arg(long, value_parser = ["trace", "debug", "info", "warn", "error"])]
     pub log_level: Option<String>,
 }
 
