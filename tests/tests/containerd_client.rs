@@ -307,7 +307,7 @@ fn export_and_import_round_trip_through_other_tools() {
         };
         let file = fs::File::open(&old_style).unwrap();
         let imported = archive::import(&client, file, &options).await.unwrap();
-        let names: Vec<_> = imported.iter().filter_map(|i| i.name.clone()).collect();
+        let names: Vec<_> = imported.iter().map(|i| i.name.clone()).collect();
         assert_eq!(names, ["docker.io/library/busybox:latest"]);
         let mut out = tokio::fs::File::create(&exported).await.unwrap();
         archive::export(&client, &["busybox"], &mut out)
@@ -375,6 +375,45 @@ fn a_layout_blob_that_does_not_match_its_name_is_refused() {
     daemon.assert_clean();
 }
 
+#[test]
+fn an_image_named_by_tag_alone_needs_a_base_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let tag_only = dir.path().join("tag-only.tar");
+    rewrite_tar(&busybox().archive, &tag_only, |path, bytes| {
+        if path == "index.json" {
+            let mut index: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            let annotations = index["manifests"][0]["annotations"]
+                .as_object_mut()
+                .unwrap();
+            annotations.remove("io.containerd.image.name");
+            *bytes = serde_json::to_vec(&index).unwrap();
+        }
+        true
+    });
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let import = |base_name: Option<&str>| {
+            let options = ImportOptions {
+                base_name: base_name.map(str::to_owned),
+                unpack: false,
+            };
+            let file = fs::File::open(&tag_only).unwrap();
+            let client = client.clone();
+            async move { archive::import(&client, file, &options).await }
+        };
+        let err = import(None).await.unwrap_err().to_string();
+        assert!(
+            err.contains("only the tag \"latest\"") && err.contains("base name"),
+            "{err}"
+        );
+        let imported = import(Some("127.0.0.1:5000/team/tool")).await.unwrap();
+        assert_eq!(imported[0].name, "127.0.0.1:5000/team/tool:latest");
+    });
+    let images = first_column(&run_ok(daemon.ctr(NAMESPACE).args(["images", "ls"])));
+    assert_eq!(images, ["127.0.0.1:5000/team/tool:latest"]);
+}
+
 /// The test image's one layer.
 fn layer_digest() -> String {
     let layout = berth_oci::layout::Layout::open(&busybox().layout).unwrap();
@@ -402,6 +441,7 @@ fn rewrite_tar(from: &Path, to: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>) 
         entry.read_to_end(&mut bytes).unwrap();
         if edit(&path, &mut bytes) {
             let mut header = entry.header().clone();
+            header.set_size(bytes.len() as u64);
             output.append_data(&mut header, &path, &bytes[..]).unwrap();
         }
     }

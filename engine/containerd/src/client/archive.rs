@@ -64,6 +64,15 @@ pub enum ArchiveError {
     },
     #[error("{file} names {what}, which is not in the tarball")]
     Missing { file: String, what: String },
+    #[error(
+        "{file} gives image {digest} {what}; give a base name to import it under \
+         (ImportOptions::base_name, like `ctr import --base-name`)"
+    )]
+    Unnamed {
+        file: &'static str,
+        digest: String,
+        what: String,
+    },
     #[error("{file} in the tarball is over {limit} bytes; refusing to read it into memory")]
     TooBig { file: String, limit: usize },
     #[error(
@@ -76,15 +85,16 @@ pub enum ArchiveError {
 /// How to import.
 #[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
-    /// For layouts that name images by tag alone (`latest`): the name to put before it.
+    /// The name for images the tarball names by tag alone (`latest` becomes
+    /// `BASE:latest`) or not at all (`BASE@sha256:…`), as `ctr import --base-name`.
     pub base_name: Option<String>,
     pub unpack: bool,
 }
 
-/// An image found in a tarball: its name, if it had one, and what it points at.
+/// An image found in a tarball, as it is now stored: its name and what it points at.
 #[derive(Clone, Debug)]
 pub struct Imported {
-    pub name: Option<String>,
+    pub name: String,
     pub target: Descriptor,
 }
 
@@ -127,14 +137,12 @@ pub async fn import(
         let images = if let Some(index) = descriptive.get("index.json") {
             from_layout(&leased, index, &files, options).await?
         } else if let Some(manifest) = descriptive.get("manifest.json") {
-            from_docker(&leased, manifest, &files).await?
+            from_docker(&leased, manifest, &files, options.base_name.as_deref()).await?
         } else {
             return Err(ArchiveError::NotAnArchive);
         };
         for image in &images {
-            if let Some(name) = &image.name {
-                name_image(&leased, name, &image.target).await?;
-            }
+            name_image(&leased, &image.name, &image.target).await?;
             label_children(&leased, &image.target).await?;
             if options.unpack {
                 unpack_target(&leased, &image.target).await?;
@@ -289,20 +297,24 @@ async fn from_layout(
             });
         }
         let annotation = |key: &str| target.annotations.get(key).cloned();
+        let unnamed = |what: String| ArchiveError::Unnamed {
+            file: "index.json",
+            digest: target.digest.clone(),
+            what,
+        };
         let name = match (
             annotation(CONTAINERD_NAME_ANNOTATION),
             annotation(REF_NAME_ANNOTATION),
+            &options.base_name,
         ) {
-            (Some(full), _) => Some(Reference::parse(&full)?.to_string()),
-            (None, Some(tag)) if tag.contains(['/', ':']) => {
-                Some(Reference::parse(&tag)?.to_string())
-            }
-            (None, Some(tag)) => match &options.base_name {
-                Some(base) => Some(Reference::parse(&format!("{base}:{tag}"))?.to_string()),
-                None => None,
-            },
-            (None, None) => None,
+            (Some(full), _, _) => full,
+            (None, Some(tag), _) if tag.contains(['/', ':']) => tag,
+            (None, Some(tag), Some(base)) => format!("{base}:{tag}"),
+            (None, None, Some(base)) => format!("{base}@{}", target.digest),
+            (None, Some(tag), None) => return Err(unnamed(format!("only the tag {tag:?}"))),
+            (None, None, None) => return Err(unnamed("no name".to_owned())),
         };
+        let name = Reference::parse(&name)?.to_string();
         let mut target = target;
         target.annotations.clear();
         images.push(Imported { name, target });
@@ -316,6 +328,7 @@ async fn from_docker(
     client: &Client,
     manifest: &[u8],
     files: &HashMap<String, Stored>,
+    base_name: Option<&str>,
 ) -> Result<Vec<Imported>, ArchiveError> {
     let entries: Vec<DockerEntry> =
         serde_json::from_slice(manifest).map_err(|source| ArchiveError::Json {
@@ -357,15 +370,20 @@ async fn from_docker(
             size: bytes.len() as i64,
             annotations: HashMap::new(),
         };
-        let tags = entry.repo_tags.unwrap_or_default();
+        let mut tags = entry.repo_tags.unwrap_or_default();
         if tags.is_empty() {
-            images.push(Imported {
-                name: None,
-                target: target.clone(),
-            });
+            // An image saved by id (`docker save 3f57d9401f8d`): dangling.
+            let Some(base) = base_name else {
+                return Err(ArchiveError::Unnamed {
+                    file: "manifest.json",
+                    digest: target.digest,
+                    what: "no RepoTags".to_owned(),
+                });
+            };
+            tags.push(format!("{base}@{}", target.digest));
         }
         for tag in tags {
-            let name = Some(Reference::parse(&tag)?.to_string());
+            let name = Reference::parse(&tag)?.to_string();
             images.push(Imported {
                 name,
                 target: target.clone(),
