@@ -8,6 +8,7 @@ use std::future::Future;
 use std::path::Path;
 
 use berth_containerd::client::archive::{self, ImportOptions};
+use berth_containerd::client::content::{BlobWriter, Opened};
 use berth_containerd::client::pull::{pull, PullOptions};
 use berth_containerd::client::push::push;
 use berth_containerd::client::registry::{Credentials, RegistryOptions};
@@ -100,17 +101,37 @@ fn pulls_oci_docker_and_index_images_and_runs_them() {
 }
 
 #[test]
-fn the_same_pull_works_against_real_containerd() {
+fn pull_push_import_and_export_work_against_real_containerd_too() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::start(&dir.path().join("registry"));
     registry.push_busybox("busybox:latest");
     let containerd = Containerd::start(&dir.path().join("containerd"));
     let name = format!("{}/busybox:latest", registry.addr());
+    let copy = format!("{}/copies/busybox:v1", registry.addr());
+    let exported = dir.path().join("exported.tar");
     block_on(async {
         let client = Client::connect(&containerd.socket, NAMESPACE)
             .await
             .unwrap();
         pull(&client, &name, &PullOptions::default()).await.unwrap();
+        push(&client, &name, Some(&copy), &RegistryOptions::default())
+            .await
+            .unwrap();
+        let mut out = tokio::fs::File::create(&exported).await.unwrap();
+        archive::export(&client, &[name.as_str()], &mut out)
+            .await
+            .unwrap();
+        // Into another namespace of the same containerd, under another name.
+        let other = Client::connect(&containerd.socket, "berth-other")
+            .await
+            .unwrap();
+        let file = fs::File::open(&exported).unwrap();
+        let options = ImportOptions {
+            base_name: None,
+            unpack: true,
+        };
+        let imported = archive::import(&other, file, &options).await.unwrap();
+        assert_eq!(imported[0].name, name);
     });
     let check = run_ok(containerd.ctr(NAMESPACE).args(["images", "check"]));
     assert!(check.contains("complete"), "{check}");
@@ -121,6 +142,18 @@ fn the_same_pull_works_against_real_containerd() {
         "real",
     );
     assert_eq!(out.trim(), "ran");
+    let out = run_echo(
+        || containerd.ctr("berth-other"),
+        &name,
+        "io.containerd.runc.v2",
+        "imported",
+    );
+    assert_eq!(out.trim(), "ran");
+    run_ok(
+        Command::new(require("skopeo"))
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{copy}")),
+    );
 }
 
 #[test]
@@ -412,6 +445,71 @@ fn an_image_named_by_tag_alone_needs_a_base_name() {
     });
     let images = first_column(&run_ok(daemon.ctr(NAMESPACE).args(["images", "ls"])));
     assert_eq!(images, ["127.0.0.1:5000/team/tool:latest"]);
+}
+
+#[test]
+fn an_interrupted_write_resumes_and_a_stale_ingest_is_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let blob: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+    let other: Vec<u8> = blob.iter().map(|b| !b).collect();
+    let digest_of = |bytes: &[u8]| berth_oci::digest::sha256(bytes).to_string();
+    let (digest, other_digest) = (digest_of(&blob), digest_of(&other));
+    let size = blob.len() as u64;
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let open = |reference: &'static str, digest: &str| {
+            let (client, digest) = (client.clone(), digest.to_owned());
+            async move {
+                match BlobWriter::open(&client, reference, &digest, size)
+                    .await
+                    .unwrap()
+                {
+                    Opened::Writer(writer) => writer,
+                    Opened::Exists => panic!("{reference}: the blob is not there yet"),
+                }
+            }
+        };
+        // A writer that dies after 2 MiB leaves them in the ingest, and the next
+        // one sends only the rest, though it is given (and hashes) every byte.
+        let mut first = open("resumed", &digest).await;
+        first.write(&blob[..2 << 20]).await.unwrap();
+        drop(first);
+        let mut second = open("resumed", &digest).await;
+        assert_eq!(second.resumed(), 2 << 20);
+        second.write(&blob).await.unwrap();
+        let committed = second.commit("the test", Some((&digest, size)), Default::default());
+        committed.await.unwrap();
+
+        // An ingest holding other bytes under the ref: the writer resumes it, the
+        // store refuses the mixture at commit, and the ingest is cleared...
+        let mut wrong = open("stale", &other_digest).await;
+        wrong.write(&blob[..1 << 20]).await.unwrap();
+        drop(wrong);
+        let mut resumed = open("stale", &other_digest).await;
+        assert_eq!(resumed.resumed(), 1 << 20);
+        resumed.write(&other).await.unwrap();
+        let refused = resumed.commit("the test", Some((&other_digest, size)), Default::default());
+        assert!(
+            refused.await.is_err(),
+            "the store took a blob that does not hash right"
+        );
+        // ...so the next attempt starts from the first byte and goes through.
+        let mut clean = open("stale", &other_digest).await;
+        assert_eq!(clean.resumed(), 0);
+        clean.write(&other).await.unwrap();
+        let committed = clean.commit("the test", Some((&other_digest, size)), Default::default());
+        committed.await.unwrap();
+    });
+    for (digest, bytes) in [(&digest, &blob), (&other_digest, &other)] {
+        let got = std::process::Command::new(require("ctr"))
+            .arg("--address")
+            .arg(&daemon.socket)
+            .args(["-n", NAMESPACE, "content", "get", digest])
+            .output()
+            .unwrap();
+        assert!(got.stdout == *bytes, "{digest} reads back whole");
+    }
 }
 
 /// The test image's one layer.

@@ -20,6 +20,10 @@ use crate::proto::containerd::services::content::v1::{
     WriteContentResponse,
 };
 
+/// How often, and how long apart, opening a locked ingest is tried again.
+const LOCKED_RETRIES: u32 = 40;
+const LOCKED_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How many bytes go in one WRITE message: large enough that the round trip per
 /// message costs little, small enough to stay far below gRPC's message limit.
 pub const CHUNK: usize = 1 << 20;
@@ -58,7 +62,12 @@ pub struct BlobWriter {
     requests: mpsc::Sender<WriteContentRequest>,
     responses: Streaming<WriteContentResponse>,
     hasher: Sha256,
+    /// Bytes the caller has given, all hashed here.
+    received: u64,
+    /// Bytes the ingest holds: where the buffer's first byte goes.
     offset: u64,
+    /// Bytes the ingest held when this writer opened it, not sent again.
+    resumed: u64,
     buffer: Vec<u8>,
 }
 
@@ -72,15 +81,23 @@ pub enum Opened {
 impl BlobWriter {
     /// Opens the ingest `reference` for a blob expected to be `expected` (a digest,
     /// or empty when only the bytes will tell) of `size` bytes (0 if unknown).
-    /// A half-written ingest left by an earlier attempt is aborted: this writer
-    /// hashes every byte itself, so it starts from the first.
+    ///
+    /// An ingest may already hold bytes: left by an earlier attempt, or (in a real
+    /// containerd, whose store is shared by all namespaces) the whole blob, which
+    /// another namespace has. The caller still gives every byte, and every byte is
+    /// hashed here, but only those past the ingest's offset are sent. One holding
+    /// more than `size` is stale, and aborted first.
     pub async fn open(
         client: &Client,
         reference: &str,
         expected: &str,
         size: u64,
     ) -> Result<Opened, ClientError> {
-        for attempt in 0..2 {
+        let mut aborted = false;
+        for attempt in 0..LOCKED_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(LOCKED_PAUSE).await;
+            }
             let (requests, receiver) = mpsc::channel(4);
             let stat = WriteContentRequest {
                 action: WriteAction::Stat as i32,
@@ -99,6 +116,9 @@ impl BlobWriter {
             let mut responses = match call {
                 Ok(response) => response.into_inner(),
                 Err(status) if status.code() == Code::AlreadyExists => return Ok(Opened::Exists),
+                // Another writer holds the ref (or the one just dropped, until the
+                // server notices): wait for it, as containerd's client does.
+                Err(status) if status.code() == Code::Unavailable => continue,
                 Err(status) => return Err(ClientError::call("Content.Write")(status)),
             };
             let status = match responses.message().await {
@@ -109,35 +129,50 @@ impl BlobWriter {
                     ))
                 }
                 Err(status) if status.code() == Code::AlreadyExists => return Ok(Opened::Exists),
+                Err(status) if status.code() == Code::Unavailable => continue,
                 Err(status) => return Err(ClientError::call("Content.Write")(status)),
             };
-            if status.offset == 0 {
+            let offset = u64::try_from(status.offset).unwrap_or_default();
+            if size == 0 || offset <= size {
                 return Ok(Opened::Writer(Box::new(BlobWriter {
                     client: client.clone(),
                     reference: reference.to_owned(),
                     requests,
                     responses,
                     hasher: Sha256::new(),
-                    offset: 0,
+                    received: 0,
+                    offset,
+                    resumed: offset,
                     buffer: Vec::with_capacity(CHUNK),
                 })));
             }
             // Close the stream, and let the server end it (releasing the ingest's
-            // lock), before asking it to drop the old bytes.
+            // lock), before asking it to drop the stale bytes.
             drop(requests);
             while let Ok(Some(_)) = responses.message().await {}
-            if attempt == 0 {
-                abort(client, reference).await?;
+            if aborted {
+                break;
             }
+            abort(client, reference).await?;
+            aborted = true;
         }
-        Err(ClientError::call("Content.Write")(tonic::Status::aborted(
-            format!("ingest {reference} kept its old bytes after Content.Abort"),
-        )))
+        Err(ClientError::call("Content.Write")(
+            tonic::Status::unavailable(format!(
+                "ingest {reference} stayed locked or kept stale bytes for {:?}; \
+                 is another client writing it?",
+                LOCKED_PAUSE * LOCKED_RETRIES
+            )),
+        ))
     }
 
     /// Adds bytes, sending a WRITE whenever a chunk's worth is buffered.
-    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<(), ContentError> {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ContentError> {
         self.hasher.update(bytes);
+        let start = self.received;
+        self.received += bytes.len() as u64;
+        // What the ingest already holds is not sent again.
+        let held = (self.offset + self.buffer.len() as u64).saturating_sub(start);
+        let mut bytes = &bytes[(held as usize).min(bytes.len())..];
         while !bytes.is_empty() {
             let room = CHUNK - self.buffer.len();
             let (now, later) = bytes.split_at(room.min(bytes.len()));
@@ -150,9 +185,14 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// How many bytes the ingest already held when this writer opened it.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
-        self.offset + self.buffer.len() as u64
+        self.received
     }
 
     /// Checks the bytes against `expected` (when given: otherwise they name
@@ -182,13 +222,22 @@ impl BlobWriter {
                 });
             }
         }
+        let (client, reference) = (self.client.clone(), self.reference.clone());
         match self.flush(WriteAction::Commit, labels, &actual).await {
             Ok(()) => Ok((actual, size)),
             // Someone else committed the same bytes meanwhile: the blob is there.
             Err(ContentError::Client(err)) if err.code() == Some(Code::AlreadyExists) => {
                 Ok((actual, size))
             }
-            Err(err) => Err(err),
+            // The store disagrees with bytes that hashed right here: the ingest
+            // held stale bytes before this writer resumed it. Drop them, so that
+            // the next attempt starts clean.
+            Err(err) => {
+                if let Err(abort_err) = abort(&client, &reference).await {
+                    tracing::warn!("cannot abort the refused ingest {reference}: {abort_err}");
+                }
+                Err(err)
+            }
         }
     }
 
@@ -215,7 +264,7 @@ impl BlobWriter {
             offset: self.offset as i64,
             data,
             total: if action == WriteAction::Commit {
-                (self.offset + sent) as i64
+                self.received as i64
             } else {
                 0
             },
