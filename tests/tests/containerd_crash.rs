@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_containerd::client::Client;
+use berth_containerd::proto::containerd::services::leases::v1::{AddResourceRequest, Resource};
 use berth_oci::oci_spec::image::ConfigBuilder;
 use berth_oci::write::{build_image, LayerBuilder};
 use berth_tests::berth_containerd::BerthContainerd;
@@ -396,57 +398,27 @@ fn many_layer_is_extracting(daemon: &BerthContainerd, base_chain: &str) -> bool 
 
 // --- Leases ---
 
-/// `Leases/AddResource` of blob `digest` to lease `lease`, sent over HTTP/2 by hand:
-/// ctr 1.6 has no command that puts a resource in a lease (its `content ingest`
-/// sends no lease). Returns the answer's `grpc-status`.
-fn add_blob_to_lease(socket: &Path, lease: &str, digest: &str) -> String {
-    // Protocol buffers: each string field is (field number << 3 | 2), length, bytes.
-    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
-        assert!(bytes.len() < 128, "one length byte is enough here");
-        let mut out = vec![number << 3 | 2, bytes.len() as u8];
-        out.extend_from_slice(bytes);
-        out
-    }
-    // AddResourceRequest { id = 1; Resource resource = 2 { id = 1; type = 2 } }
-    let resource = [field(1, digest.as_bytes()), field(2, b"content")].concat();
-    let message = [field(1, lease.as_bytes()), field(2, &resource)].concat();
-    // A gRPC message: not compressed (0), its length (big-endian u32), the bytes.
-    let mut body = vec![0];
-    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    body.extend_from_slice(&message);
-
+/// `Leases/AddResource` of blob `digest` to lease `lease`, through berth's client
+/// library: ctr 1.6 has no command that puts a resource in a lease (its `content
+/// ingest` sends no lease). Returns the answer's gRPC code.
+fn add_blob_to_lease(socket: &Path, lease: &str, digest: &str) -> tonic::Code {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let io = tokio::net::UnixStream::connect(socket).await.unwrap();
-        let (client, connection) = h2::client::handshake(io).await.unwrap();
-        tokio::spawn(connection);
-        let mut client = client.ready().await.unwrap();
-        let request =
-            http::Request::post("http://berth/containerd.services.leases.v1.Leases/AddResource")
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .header("containerd-namespace", NAMESPACE)
-                .body(())
-                .unwrap();
-        let (response, mut stream) = client.send_request(request, false).unwrap();
-        stream.send_data(bytes::Bytes::from(body), true).unwrap();
-        let response = response.await.unwrap();
-        // A failure before any message comes as headers only ("trailers-only").
-        let early = response.headers().get("grpc-status").cloned();
-        let mut response = response.into_body();
-        while let Some(chunk) = response.data().await {
-            chunk.unwrap();
+        let client = Client::connect(socket, NAMESPACE).await.unwrap();
+        let request = client.request(AddResourceRequest {
+            id: lease.to_owned(),
+            resource: Some(Resource {
+                id: digest.to_owned(),
+                r#type: "content".to_owned(),
+            }),
+        });
+        match client.leases().add_resource(request).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
         }
-        let trailers = response.trailers().await.unwrap().unwrap_or_default();
-        trailers
-            .get("grpc-status")
-            .cloned()
-            .or(early)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
     })
 }
 
@@ -479,9 +451,15 @@ fn a_leased_blob_survives_collection_until_its_lease_expires() {
     );
     let kept = ingest(&daemon, dir.path(), "kept", b"held by a lease");
     let stray = ingest(&daemon, dir.path(), "stray", b"held by nothing");
-    assert_eq!(add_blob_to_lease(&daemon.socket, "keep", &kept), "0");
+    assert_eq!(
+        add_blob_to_lease(&daemon.socket, "keep", &kept),
+        tonic::Code::Ok
+    );
     // A lease that does not exist is refused, not created.
-    assert_eq!(add_blob_to_lease(&daemon.socket, "nope", &kept), "5");
+    assert_eq!(
+        add_blob_to_lease(&daemon.socket, "nope", &kept),
+        tonic::Code::NotFound
+    );
 
     collect_garbage(&daemon);
     assert_eq!(
