@@ -386,12 +386,13 @@ fn a_layout_blob_that_does_not_match_its_name_is_refused() {
     let daemon = BerthContainerd::start(&dir.path().join("containerd"));
     let layer = layer_digest();
     let broken = dir.path().join("broken.tar");
-    rewrite_tar(&busybox().archive, &broken, |path, bytes| {
+    let corrupt = |path: &str, bytes: &mut Vec<u8>| {
         if path.ends_with(layer.trim_start_matches("sha256:")) {
             bytes.iter_mut().take(64).for_each(|b| *b = !*b);
         }
         true
-    });
+    };
+    rewrite_tar(&busybox().archive, &broken, corrupt, Vec::new());
     let err = block_on(async {
         let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
         let options = ImportOptions {
@@ -413,7 +414,7 @@ fn an_image_named_by_tag_alone_needs_a_base_name() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = BerthContainerd::start(&dir.path().join("containerd"));
     let tag_only = dir.path().join("tag-only.tar");
-    rewrite_tar(&busybox().archive, &tag_only, |path, bytes| {
+    let untag = |path: &str, bytes: &mut Vec<u8>| {
         if path == "index.json" {
             let mut index: serde_json::Value = serde_json::from_slice(bytes).unwrap();
             let annotations = index["manifests"][0]["annotations"]
@@ -423,7 +424,8 @@ fn an_image_named_by_tag_alone_needs_a_base_name() {
             *bytes = serde_json::to_vec(&index).unwrap();
         }
         true
-    });
+    };
+    rewrite_tar(&busybox().archive, &tag_only, untag, Vec::new());
     block_on(async {
         let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
         let import = |base_name: Option<&str>| {
@@ -512,6 +514,138 @@ fn an_interrupted_write_resumes_and_a_stale_ingest_is_cleared() {
     }
 }
 
+#[test]
+fn an_image_whose_layer_does_not_match_its_config_is_neither_imported_nor_pulled() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let registry = Registry::start(&dir.path().join("registry"));
+    let tarball = dir.path().join("inconsistent.tar");
+    inconsistent_image(&tarball);
+    run_ok(
+        Command::new(require("skopeo"))
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}:latest", tarball.display()))
+            .arg(format!("docker://{}/broken:latest", registry.addr())),
+    );
+    let name = format!("{}/broken:latest", registry.addr());
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let options = ImportOptions {
+            base_name: None,
+            unpack: true,
+        };
+        let file = fs::File::open(&tarball).unwrap();
+        let err = archive::import(&client, file, &options).await.unwrap_err();
+        assert!(err.to_string().contains("the image config says"), "{err}");
+        let err = pull(&client, &name, &PullOptions::default())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("the image config says"), "{err}");
+    });
+    let ctr = |args: &[&str]| run_ok(daemon.ctr(NAMESPACE).args(args));
+    assert!(
+        first_column(&ctr(&["images", "ls"])).is_empty(),
+        "no image was named"
+    );
+    assert!(
+        first_column(&ctr(&["snapshots", "ls"])).is_empty(),
+        "nothing was committed"
+    );
+    daemon.assert_clean();
+}
+
+#[test]
+fn a_docker_save_layer_shared_through_a_symlink_is_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let tarball = dir.path().join("linked.tar");
+    let layer = format!("blobs/sha256/{}", &layer_digest()[7..]);
+    // Docker before 25 stores a layer two images share once and links the other
+    // image's layer.tar to it; here the one image's manifest names the link.
+    let link_manifest = |path: &str, bytes: &mut Vec<u8>| {
+        if path == "manifest.json" {
+            let mut entries: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+            entries[0]["Layers"][0] = "other/layer.tar".into();
+            *bytes = serde_json::to_vec(&entries).unwrap();
+        }
+        !["index.json", "oci-layout"].contains(&path)
+    };
+    let target = format!("../{layer}");
+    let link = vec![Extra::Symlink("other/layer.tar", &target)];
+    rewrite_tar(&busybox().archive, &tarball, link_manifest, link);
+    block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let options = ImportOptions {
+            base_name: None,
+            unpack: true,
+        };
+        let file = fs::File::open(&tarball).unwrap();
+        archive::import(&client, file, &options).await.unwrap();
+    });
+    let name = "docker.io/library/busybox:latest";
+    let out = run_echo(
+        || daemon.ctr(NAMESPACE),
+        name,
+        "io.containerd.berth.v2",
+        "linked",
+    );
+    assert_eq!(out.trim(), "ran");
+}
+
+#[test]
+fn a_blob_the_store_has_joins_the_writers_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let blob = b"kept by the lease of a writer that did not need to write it".to_vec();
+    let digest = berth_oci::digest::sha256(&blob).to_string();
+    let size = blob.len() as u64;
+    let collect_garbage = || {
+        run_ok(
+            daemon
+                .ctr(NAMESPACE)
+                .args(["leases", "create", "--id", "gc"]),
+        );
+        run_ok(daemon.ctr(NAMESPACE).args(["leases", "rm", "--sync", "gc"]));
+    };
+    let stored = || run_ok(daemon.ctr(NAMESPACE).args(["content", "ls"])).contains(&digest);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime
+        .block_on(Client::connect(&daemon.socket, NAMESPACE))
+        .unwrap();
+    // Written with no lease and referenced by nothing: the collector's.
+    runtime.block_on(async {
+        let Opened::Writer(mut writer) = BlobWriter::open(&client, "first", &digest, size)
+            .await
+            .unwrap()
+        else {
+            panic!("the blob is new")
+        };
+        writer.write(&blob).await.unwrap();
+        writer
+            .commit("the test", Some((&digest, size)), Default::default())
+            .await
+            .unwrap();
+    });
+    // A writer in a lease finds it there; the blob is now the lease's.
+    let lease = runtime.block_on(client.start_lease("test")).unwrap();
+    runtime.block_on(async {
+        let leased = client.in_lease(&lease);
+        let opened = BlobWriter::open(&leased, "second", &digest, size)
+            .await
+            .unwrap();
+        assert!(matches!(opened, Opened::Exists));
+    });
+    collect_garbage();
+    assert!(stored(), "the lease keeps the blob its writer found");
+    runtime.block_on(client.end_lease(&lease)).unwrap();
+    collect_garbage();
+    assert!(!stored(), "with the lease gone, nothing keeps it");
+}
+
 /// The test image's one layer.
 fn layer_digest() -> String {
     let layout = berth_oci::layout::Layout::open(&busybox().layout).unwrap();
@@ -522,13 +656,28 @@ fn layer_digest() -> String {
 /// The test image's tarball as Docker wrote it before version 25: `manifest.json`
 /// only, no OCI layout around it.
 fn docker_save_only(from: &Path, to: &Path) {
-    rewrite_tar(from, to, |path, _| {
-        !["index.json", "oci-layout"].contains(&path)
-    });
+    rewrite_tar(
+        from,
+        to,
+        |path, _| !["index.json", "oci-layout"].contains(&path),
+        Vec::new(),
+    );
 }
 
-/// Copies a tarball, letting `edit` change each file's bytes or drop it.
-fn rewrite_tar(from: &Path, to: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>) -> bool) {
+/// An entry [`rewrite_tar`] adds at the end.
+enum Extra<'a> {
+    File(&'a str, Vec<u8>),
+    Symlink(&'a str, &'a str),
+}
+
+/// Copies a tarball, letting `edit` change each file's bytes or drop it, then adds
+/// `extra`.
+fn rewrite_tar(
+    from: &Path,
+    to: &Path,
+    mut edit: impl FnMut(&str, &mut Vec<u8>) -> bool,
+    extra: Vec<Extra>,
+) {
     use std::io::Read;
     let mut input = tar::Archive::new(fs::File::open(from).unwrap());
     let mut output = tar::Builder::new(fs::File::create(to).unwrap());
@@ -543,5 +692,62 @@ fn rewrite_tar(from: &Path, to: &Path, mut edit: impl FnMut(&str, &mut Vec<u8>) 
             output.append_data(&mut header, &path, &bytes[..]).unwrap();
         }
     }
+    for extra in extra {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        match extra {
+            Extra::File(path, bytes) => {
+                header.set_size(bytes.len() as u64);
+                output.append_data(&mut header, path, &bytes[..]).unwrap();
+            }
+            Extra::Symlink(path, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                output.append_link(&mut header, path, target).unwrap();
+            }
+        }
+    }
     output.finish().unwrap();
+}
+
+/// The test image's tarball (OCI part only), its config naming a diffID the layer
+/// does not have: every blob matches its digest; only the image is inconsistent.
+fn inconsistent_image(to: &Path) {
+    let layout = busybox().layout.clone();
+    let blob = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+    };
+    let json = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).unwrap();
+    let digest_of = |bytes: &[u8]| berth_oci::digest::sha256(bytes).to_string();
+    let mut index = json(&fs::read(layout.join("index.json")).unwrap());
+    let mut manifest = json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut config = json(&blob(manifest["config"]["digest"].as_str().unwrap()));
+    config["rootfs"]["diff_ids"][0] = digest_of(b"not the layer").into();
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = digest_of(&config).into();
+    manifest["config"]["size"] = config.len().into();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = digest_of(&manifest).into();
+    index["manifests"][0]["size"] = manifest.len().into();
+    let index = serde_json::to_vec(&index).unwrap();
+    let path = |bytes: &[u8]| format!("blobs/sha256/{}", &digest_of(bytes)[7..]);
+    let (config_path, manifest_path) = (path(&config), path(&manifest));
+    rewrite_tar(
+        &busybox().archive,
+        to,
+        |name, bytes| match name {
+            "index.json" => {
+                bytes.clone_from(&index);
+                true
+            }
+            // Its docker part would describe the old config: leave it out.
+            "manifest.json" | "repositories" => false,
+            _ => true,
+        },
+        vec![
+            Extra::File(&config_path, config),
+            Extra::File(&manifest_path, manifest),
+        ],
+    );
 }

@@ -28,6 +28,9 @@ use crate::mount::{self, Mount, MountError};
 /// The media type of what Apply reports: an uncompressed OCI layer.
 pub const UNCOMPRESSED: &str = "application/vnd.oci.image.layer.v1.tar";
 
+/// The label recording a layer's uncompressed digest (its diff ID) on its blob.
+pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
+
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
     #[error("media type {media_type:?} is not a layer berth can apply (gzip or uncompressed tar layers only)")]

@@ -76,10 +76,19 @@ pub enum ArchiveError {
     #[error("{file} in the tarball is over {limit} bytes; refusing to read it into memory")]
     TooBig { file: String, limit: usize },
     #[error(
-        "{digest} ({media_type}) cannot be exported: the content store lacks it; pull the \
-         image again to get every blob it names"
+        "{digest} ({media_type}) is not in the content store, so the image naming it is \
+         incomplete; pull or import the image again to get every blob it names"
     )]
     NotStored { digest: String, media_type: String },
+    #[error(
+        "{digest} is described as {described} bytes, but the content store has {stored}: \
+         the manifest naming it is wrong"
+    )]
+    Size {
+        digest: String,
+        described: i64,
+        stored: i64,
+    },
 }
 
 /// How to import.
@@ -100,9 +109,17 @@ pub struct Imported {
 
 /// One file of the tarball, as the reading thread hands it over.
 enum Piece {
-    Begin { path: String },
+    Begin {
+        path: String,
+    },
     Data(Vec<u8>),
     End,
+    /// A symbolic or hard link: `docker save` before Docker 25 stores a layer that
+    /// two images share once, and links the second one's `layer.tar` to it.
+    Link {
+        path: String,
+        target: String,
+    },
 }
 
 /// `manifest.json` of a `docker save` tarball: one entry per image.
@@ -133,112 +150,216 @@ pub async fn import(
     let lease = client.start_lease("import").await?;
     let leased = client.in_lease(&lease);
     let result = async {
-        let (files, descriptive) = store_files(&leased, reader, &lease).await?;
-        let images = if let Some(index) = descriptive.get("index.json") {
-            from_layout(&leased, index, &files, options).await?
-        } else if let Some(manifest) = descriptive.get("manifest.json") {
+        let files = store_files(&leased, reader, &lease).await?;
+        let images = if let Some(index) = files.descriptive.get("index.json") {
+            from_layout(index, options)?
+        } else if let Some(manifest) = files.descriptive.get("manifest.json") {
             from_docker(&leased, manifest, &files, options.base_name.as_deref()).await?
         } else {
             return Err(ArchiveError::NotAnArchive);
         };
+        // Everything each image needs is checked, labelled and unpacked before any
+        // is named: a failure on the way leaves no image, only content the lease's
+        // end hands to the collector.
         for image in &images {
-            name_image(&leased, &image.name, &image.target).await?;
+            collect(&leased, &image.target, &mut Vec::new(), &mut HashSet::new()).await?;
             label_children(&leased, &image.target).await?;
             if options.unpack {
                 unpack_target(&leased, &image.target).await?;
             }
         }
+        for image in &images {
+            name_image(&leased, &image.name, &image.target).await?;
+        }
         Ok(images)
     }
     .await;
-    let ended = client.end_lease(&lease).await;
-    let images = result?;
-    ended?;
-    Ok(images)
+    if let Err(err) = client.end_lease(&lease).await {
+        tracing::warn!("{err}; the lease {lease} expires by itself");
+    }
+    result
 }
 // ANCHOR_END: import
 
-/// Streams every file of the tarball into the content store; returns where each
-/// went, and the descriptive files' bytes.
+/// A file of the tarball on its way into the store.
+struct Incoming {
+    path: String,
+    /// A layout's blob is named by its digest, and held to it.
+    expected: Option<String>,
+    /// Whether its first bytes are gzip's magic number.
+    gzip: Option<bool>,
+    into: Into,
+}
+
+enum Into {
+    Store(Box<BlobWriter>),
+    /// The store has it already: its bytes are only looked at.
+    Known,
+    /// A descriptive file, kept in memory.
+    Memory(Vec<u8>),
+}
+
+/// What the tarball held: each stored file's digest and size, the descriptive
+/// files' bytes, and its links.
+#[derive(Default)]
+struct Files {
+    stored: HashMap<String, Stored>,
+    descriptive: HashMap<String, Vec<u8>>,
+    links: HashMap<String, String>,
+}
+
+impl Files {
+    /// The stored file at `path`, following links (a link's target is relative to
+    /// the link's directory if symbolic, to the archive's root if hard).
+    fn find(&self, path: &str, file: &str) -> Result<Stored, ArchiveError> {
+        let mut path = path.to_owned();
+        for _ in 0..8 {
+            if let Some(stored) = self.stored.get(&path) {
+                return Ok(stored.clone());
+            }
+            let Some(target) = self.links.get(&path) else {
+                break;
+            };
+            path = target.clone();
+        }
+        Err(ArchiveError::Missing {
+            file: file.to_owned(),
+            what: path,
+        })
+    }
+}
+
+/// Streams every file of the tarball into the content store. A failure leaves no
+/// ingest behind: the one in progress is aborted.
 async fn store_files(
     client: &Client,
     reader: impl Read + Send + 'static,
     lease: &str,
-) -> Result<(HashMap<String, Stored>, HashMap<String, Vec<u8>>), ArchiveError> {
+) -> Result<Files, ArchiveError> {
     let (sender, mut pieces) = mpsc::channel::<Piece>(4);
     let reading = tokio::task::spawn_blocking(move || read_tar(reader, &sender));
-    let mut files = HashMap::new();
-    let mut descriptive: HashMap<String, Vec<u8>> = HashMap::new();
-    enum Current {
-        Blob(String, Box<BlobWriter>, Option<String>, bool),
-        Known(String, Option<String>),
-        Small(String, Vec<u8>),
-    }
-    let mut current = None;
-    while let Some(piece) = pieces.recv().await {
-        match piece {
-            Piece::Begin { path } => {
-                current = Some(if DESCRIPTIVE.contains(&path.as_str()) {
-                    Current::Small(path, Vec::new())
-                } else {
-                    // A layout's blob is named by its digest: hold it to that.
-                    let expected = path
-                        .strip_prefix("blobs/sha256/")
-                        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-                        .map(|hex| format!("sha256:{hex}"));
-                    let reference = format!("import-{lease}-{path}");
-                    let digest = expected.clone().unwrap_or_default();
-                    match BlobWriter::open(client, &reference, &digest, 0).await? {
-                        Opened::Writer(writer) => Current::Blob(path, writer, expected, false),
-                        Opened::Exists => Current::Known(path, expected),
+    let mut files = Files::default();
+    let mut current: Option<Incoming> = None;
+    let streamed = async {
+        while let Some(piece) = pieces.recv().await {
+            match piece {
+                Piece::Begin { path } => current = Some(begin(client, lease, path).await?),
+                Piece::Data(bytes) => {
+                    if let Some(incoming) = &mut current {
+                        take(incoming, &bytes).await?;
                     }
+                }
+                Piece::End => {
+                    if let Some(incoming) = current.take() {
+                        finish(client, incoming, &mut files).await?;
+                    }
+                }
+                Piece::Link { path, target } => {
+                    files.links.insert(path, target);
+                }
+            }
+        }
+        reading
+            .await
+            .map_err(|err| ArchiveError::Tar(std::io::Error::other(err)))?
+            .map_err(ArchiveError::Tar)
+    }
+    .await;
+    if let Err(err) = streamed {
+        if let Some(Incoming {
+            into: Into::Store(writer),
+            ..
+        }) = current.take()
+        {
+            if let Err(abort_err) = writer.abort().await {
+                tracing::warn!("cannot abort an import's ingest: {abort_err}");
+            }
+        }
+        return Err(err);
+    }
+    Ok(files)
+}
+
+async fn begin(client: &Client, lease: &str, path: String) -> Result<Incoming, ArchiveError> {
+    if DESCRIPTIVE.contains(&path.as_str()) {
+        let into = Into::Memory(Vec::new());
+        return Ok(Incoming {
+            path,
+            expected: None,
+            gzip: None,
+            into,
+        });
+    }
+    let expected = path
+        .strip_prefix("blobs/sha256/")
+        .map(|hex| format!("sha256:{hex}"))
+        .filter(|digest| crate::content::parse_digest(digest).is_ok());
+    let reference = format!("import-{lease}-{path}");
+    let digest = expected.clone().unwrap_or_default();
+    let into = match BlobWriter::open(client, &reference, &digest, 0).await? {
+        Opened::Writer(writer) => Into::Store(writer),
+        Opened::Exists => Into::Known,
+    };
+    Ok(Incoming {
+        path,
+        expected,
+        gzip: None,
+        into,
+    })
+}
+
+async fn take(incoming: &mut Incoming, bytes: &[u8]) -> Result<(), ArchiveError> {
+    incoming
+        .gzip
+        .get_or_insert_with(|| bytes.starts_with(&[0x1f, 0x8b]));
+    match &mut incoming.into {
+        Into::Store(writer) => writer.write(bytes).await?,
+        Into::Known => {}
+        Into::Memory(buffer) => {
+            buffer.extend_from_slice(bytes);
+            if buffer.len() > MAX_MANIFEST {
+                return Err(ArchiveError::TooBig {
+                    file: incoming.path.clone(),
+                    limit: MAX_MANIFEST,
                 });
             }
-            Piece::Data(bytes) => match &mut current {
-                Some(Current::Blob(_, writer, _, gzip)) => {
-                    if writer.written() == 0 {
-                        *gzip = bytes.starts_with(&[0x1f, 0x8b]);
-                    }
-                    writer.write(&bytes).await?;
-                }
-                Some(Current::Small(path, buffer)) => {
-                    buffer.extend_from_slice(&bytes);
-                    if buffer.len() > MAX_MANIFEST {
-                        return Err(ArchiveError::TooBig {
-                            file: path.clone(),
-                            limit: MAX_MANIFEST,
-                        });
-                    }
-                }
-                _ => {}
-            },
-            Piece::End => match current.take() {
-                Some(Current::Blob(path, writer, expected, gzip)) => {
-                    let size = writer.written();
-                    let expected = expected.as_deref().map(|d| (d, size));
-                    let (digest, size) = writer
-                        .commit(&format!("{path} in the tarball"), expected, HashMap::new())
-                        .await?;
-                    files.insert(path, Stored { digest, size, gzip });
-                }
-                Some(Current::Known(path, Some(digest))) => {
-                    let stored = info(client, &digest).await?;
-                    let size = stored.map_or(0, |i| i.size as u64);
-                    let gzip = false;
-                    files.insert(path, Stored { digest, size, gzip });
-                }
-                Some(Current::Small(path, bytes)) => {
-                    descriptive.insert(path, bytes);
-                }
-                _ => {}
-            },
         }
     }
-    reading
-        .await
-        .map_err(|err| ArchiveError::Tar(std::io::Error::other(err)))?
-        .map_err(ArchiveError::Tar)?;
-    Ok((files, descriptive))
+    Ok(())
+}
+
+async fn finish(
+    client: &Client,
+    incoming: Incoming,
+    files: &mut Files,
+) -> Result<(), ArchiveError> {
+    let Incoming {
+        path,
+        expected,
+        gzip,
+        into,
+    } = incoming;
+    let gzip = gzip.unwrap_or(false);
+    let (digest, size) = match into {
+        Into::Memory(bytes) => {
+            files.descriptive.insert(path, bytes);
+            return Ok(());
+        }
+        Into::Store(writer) => {
+            let size = writer.written();
+            let expected = expected.as_deref().map(|d| (d, size));
+            let source = format!("{path} in the tarball");
+            writer.commit(&source, expected, HashMap::new()).await?
+        }
+        // Known only by its name's digest, which the store has.
+        Into::Known => {
+            let digest = expected.unwrap_or_default();
+            let size = info(client, &digest).await?.map_or(0, |i| i.size as u64);
+            (digest, size)
+        }
+    };
+    files.stored.insert(path, Stored { digest, size, gzip });
+    Ok(())
 }
 
 /// The reading thread: every regular file, in order, in chunks.
@@ -247,14 +368,30 @@ fn read_tar(reader: impl Read, sender: &mpsc::Sender<Piece>) -> std::io::Result<
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries()? {
         let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
+        let kind = entry.header().entry_type();
         let path = entry
             .path()?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_owned();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let Some(target) = entry.link_name()? else {
+                continue;
+            };
+            let target = target.to_string_lossy().trim_start_matches("./").to_owned();
+            let target = if kind.is_symlink() {
+                resolve_relative(&path, &target)
+            } else {
+                target
+            };
+            sender
+                .blocking_send(Piece::Link { path, target })
+                .map_err(|_| gone())?;
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
         sender
             .blocking_send(Piece::Begin { path })
             .map_err(|_| gone())?;
@@ -273,13 +410,25 @@ fn read_tar(reader: impl Read, sender: &mpsc::Sender<Piece>) -> std::io::Result<
     Ok(())
 }
 
+/// A symbolic link's target as a path from the archive's root: `a/b` → `../c/d`
+/// is `c/d`.
+fn resolve_relative(link: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
 /// The images an OCI layout's `index.json` lists.
-async fn from_layout(
-    client: &Client,
-    index: &[u8],
-    files: &HashMap<String, Stored>,
-    options: &ImportOptions,
-) -> Result<Vec<Imported>, ArchiveError> {
+fn from_layout(index: &[u8], options: &ImportOptions) -> Result<Vec<Imported>, ArchiveError> {
     let index: ImageIndex = serde_json::from_slice(index).map_err(|source| ArchiveError::Json {
         file: "index.json".to_owned(),
         source,
@@ -287,15 +436,6 @@ async fn from_layout(
     let mut images = Vec::new();
     for entry in index.manifests() {
         let target = descriptor(entry);
-        let hex = target.digest.trim_start_matches("sha256:");
-        if !files.contains_key(&format!("blobs/sha256/{hex}"))
-            && info(client, &target.digest).await?.is_none()
-        {
-            return Err(ArchiveError::Missing {
-                file: "index.json".to_owned(),
-                what: target.digest,
-            });
-        }
         let annotation = |key: &str| target.annotations.get(key).cloned();
         let unnamed = |what: String| ArchiveError::Unnamed {
             file: "index.json",
@@ -327,7 +467,7 @@ async fn from_layout(
 async fn from_docker(
     client: &Client,
     manifest: &[u8],
-    files: &HashMap<String, Stored>,
+    files: &Files,
     base_name: Option<&str>,
 ) -> Result<Vec<Imported>, ArchiveError> {
     let entries: Vec<DockerEntry> =
@@ -335,15 +475,7 @@ async fn from_docker(
             file: "manifest.json".to_owned(),
             source,
         })?;
-    let find = |path: &str| {
-        files
-            .get(path)
-            .cloned()
-            .ok_or_else(|| ArchiveError::Missing {
-                file: "manifest.json".to_owned(),
-                what: path.to_owned(),
-            })
-    };
+    let find = |path: &str| files.find(path, "manifest.json");
     let mut images = Vec::new();
     for entry in entries {
         let config = find(&entry.config)?;
@@ -363,7 +495,8 @@ async fn from_docker(
             })).collect::<Vec<_>>(),
         });
         let bytes = serde_json::to_vec(&manifest).expect("a JSON value serialises");
-        let digest = write_small(client, "import-manifest", &bytes, HashMap::new()).await?;
+        let reference = format!("import-manifest-{}", super::registry::sha256(&bytes));
+        let digest = write_small(client, &reference, &bytes, HashMap::new()).await?;
         let target = Descriptor {
             media_type: DOCKER_MANIFEST.to_owned(),
             digest,
@@ -470,6 +603,7 @@ async fn host_manifest(
 
 async fn unpack_target(client: &Client, target: &Descriptor) -> Result<(), ArchiveError> {
     let Some((_, manifest)) = host_manifest(client, target).await? else {
+        tracing::warn!(digest = %target.digest, "imported, not unpacked: no manifest for this platform");
         return Ok(());
     };
     let config = manifest.config().digest().to_string();
@@ -518,9 +652,12 @@ pub async fn export(
                     d.digest().to_string().trim_start_matches("sha256:")
                 )
             };
+            // docker load accepts only NAME:TAG here; an image stored by digest
+            // alone goes in untagged.
+            let tags = reference.tag.as_ref().map(|_| vec![reference.familiar()]);
             docker_entries.push(DockerEntry {
                 config: path(manifest.config()),
-                repo_tags: Some(vec![reference.familiar()]),
+                repo_tags: tags,
                 layers: manifest.layers().iter().map(path).collect(),
             });
         }
@@ -552,10 +689,13 @@ pub async fn export(
                 .await
                 .map_err(ArchiveError::Write)?;
         }
+        // Checked before anything was written; a blob changing meanwhile is not
+        // possible in a content-addressed store, but a short read is.
         if written != blob.size as u64 {
-            return Err(ArchiveError::NotStored {
+            return Err(ArchiveError::Size {
                 digest: blob.digest.clone(),
-                media_type: blob.media_type.clone(),
+                described: blob.size,
+                stored: written as i64,
             });
         }
         tar.pad(written).await?;
@@ -579,6 +719,7 @@ async fn collect(
     seen: &mut HashSet<String>,
 ) -> Result<(), ArchiveError> {
     let media_type = MediaType::from(target.media_type.as_str());
+    check_stored(client, target).await?;
     let bytes = read_small(client, &target.digest, MAX_MANIFEST, "manifest").await?;
     let json_error = |source| ArchiveError::Json {
         file: target.digest.clone(),
@@ -602,16 +743,27 @@ async fn collect(
         let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(json_error)?;
         for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
             let blob = descriptor(blob);
-            if info(client, &blob.digest).await?.is_none() {
-                return Err(ArchiveError::NotStored {
-                    digest: blob.digest,
-                    media_type: blob.media_type,
-                });
-            }
+            check_stored(client, &blob).await?;
             add(blob);
         }
     }
     Ok(())
+}
+
+/// That the store has `blob`, of the size its descriptor says.
+async fn check_stored(client: &Client, blob: &Descriptor) -> Result<(), ArchiveError> {
+    match info(client, &blob.digest).await? {
+        None => Err(ArchiveError::NotStored {
+            digest: blob.digest.clone(),
+            media_type: blob.media_type.clone(),
+        }),
+        Some(stored) if stored.size != blob.size => Err(ArchiveError::Size {
+            digest: blob.digest.clone(),
+            described: blob.size,
+            stored: stored.size,
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// A tar stream written by hand, so blobs go from `Content.Read` to the output

@@ -223,10 +223,18 @@ impl BlobWriter {
             }
         }
         let (client, reference) = (self.client.clone(), self.reference.clone());
-        match self.flush(WriteAction::Commit, labels, &actual).await {
+        match self
+            .flush(WriteAction::Commit, labels.clone(), &actual)
+            .await
+        {
             Ok(()) => Ok((actual, size)),
-            // Someone else committed the same bytes meanwhile: the blob is there.
+            // Someone else committed the same bytes meanwhile: the blob is there,
+            // but without this writer's labels (a manifest's references to its
+            // children, say), which it must still get.
             Err(ContentError::Client(err)) if err.code() == Some(Code::AlreadyExists) => {
+                if !labels.is_empty() {
+                    label(&client, &actual, labels).await?;
+                }
                 Ok((actual, size))
             }
             // The store disagrees with bytes that hashed right here: the ingest

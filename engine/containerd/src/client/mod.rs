@@ -72,6 +72,8 @@ pub enum ClientError {
     Namespace { namespace: String },
     #[error("no image named {name} in namespace {namespace}")]
     NoImage { name: String, namespace: String },
+    #[error("image {name} has no target; delete it and pull or import it again")]
+    NoTarget { name: String },
 }
 
 impl ClientError {
@@ -186,11 +188,14 @@ impl Client {
             name: name.to_owned(),
         });
         match self.images().get(request).await {
-            Ok(response) => Ok(response
+            Ok(response) => response
                 .into_inner()
                 .image
                 .and_then(|image| image.target)
-                .unwrap_or_default()),
+                .filter(|target| !target.digest.is_empty())
+                .ok_or_else(|| ClientError::NoTarget {
+                    name: name.to_owned(),
+                }),
             Err(status) if status.code() == Code::NotFound => Err(ClientError::NoImage {
                 name: name.to_owned(),
                 namespace: self.namespace.clone(),

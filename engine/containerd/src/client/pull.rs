@@ -112,10 +112,11 @@ pub async fn pull(
         )
         .await;
         // Ending the lease hands whatever a failed pull fetched to the collector.
-        let ended = client.end_lease(&lease).await;
-        let pulled = result?;
-        ended?;
-        Ok(pulled)
+        // Should that fail, the lease still expires by itself: not worth an error.
+        if let Err(err) = client.end_lease(&lease).await {
+            tracing::warn!("{err}; the lease {lease} expires by itself");
+        }
+        result
     }
     .instrument(span)
     .await
@@ -189,8 +190,7 @@ async fn store(
         .await?;
     }
 
-    let name = reference.to_string();
-    name_image(client, &name, &target).await?;
+    // Unpacked before it is named: an image that fails to unpack is no image.
     let chain_id = if options.unpack {
         let diff_ids: Vec<String> = config.rootfs().diff_ids().to_vec();
         let top = unpack(client, &config_descriptor.digest, &layers, &diff_ids)
@@ -200,6 +200,8 @@ async fn store(
     } else {
         None
     };
+    let name = reference.to_string();
+    name_image(client, &name, &target).await?;
     Ok(Pulled {
         name,
         target,
@@ -210,8 +212,9 @@ async fn store(
 }
 // ANCHOR_END: pull
 
-/// Where the image came from, as containerd records it on each blob (a later push to
-/// the same registry can then mount blobs instead of uploading them).
+/// Where the image came from, as containerd records it on each blob. A real engine
+/// uses it to *mount* blobs across repositories of one registry on a later push;
+/// berth doesn't yet (its pushes upload), but records it the same way.
 fn source_label(reference: &Reference) -> HashMap<String, String> {
     [(
         format!("containerd.io/distribution.source.{}", reference.domain),

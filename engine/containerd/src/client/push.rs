@@ -5,7 +5,8 @@
 //! uploaded unless the repository has it (a HEAD answers that), streamed from
 //! `Content.Read` in chunks; then each manifest, by digest; then the top object under
 //! the tag. A manifest an index names but this store lacks (another platform's,
-//! never pulled) is left out, as `docker push` of a single-platform pull does.
+//! never pulled) must be in the repository already, since a registry refuses an
+//! index naming manifests it does not have; otherwise the push stops, naming it.
 
 use berth_oci::layout::{is_index, is_manifest};
 use berth_oci::oci_spec::image::{ImageIndex, ImageManifest, MediaType};
@@ -35,8 +36,10 @@ pub enum PushError {
         source: serde_json::Error,
     },
     #[error(
-        "{digest} ({media_type}) cannot be pushed: the content store lacks it; pull the \
-         image again to get every blob it names"
+        "{digest} ({media_type}) cannot be pushed: neither this content store nor the \
+         repository has it; pull the image again to get what it names (an index's \
+         manifests for other platforms are never pulled: push this platform's manifest \
+         under its own name instead)"
     )]
     Missing { digest: String, media_type: String },
     #[error("{digest} has media type {media_type:?}: berth pushes OCI and Docker schema 2 images")]
@@ -88,6 +91,11 @@ async fn push_object(
             let child = descriptor(child);
             if info(client, &child.digest).await?.is_some() {
                 Box::pin(push_object(client, registry, &child, &child.digest)).await?;
+            } else if !registry.has_manifest(&child.digest).await? {
+                return Err(PushError::Missing {
+                    digest: child.digest,
+                    media_type: child.media_type,
+                });
             }
         }
     } else if is_manifest(&media_type) {

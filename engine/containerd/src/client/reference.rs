@@ -31,8 +31,9 @@ static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
 static PATH_COMPONENT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$").expect("the path pattern is valid")
 });
-static TAG: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").expect("the tag pattern is valid"));
+static TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$").expect("the tag pattern is valid")
+});
 static DIGEST: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^sha256:[a-f0-9]{64}$").expect("the digest pattern is valid"));
 
@@ -148,15 +149,6 @@ impl Reference {
             .as_deref()
             .or(self.tag.as_deref())
             .unwrap_or(DEFAULT_TAG)
-    }
-
-    /// The same name with another tag, or pinned to a digest (for the manifests an
-    /// index points at).
-    pub fn with_digest(&self, digest: &str) -> Reference {
-        Reference {
-            digest: Some(digest.to_owned()),
-            ..self.clone()
-        }
     }
 
     /// The short form Docker shows (`busybox:latest`, `team/app:v1`), as in a
@@ -277,6 +269,7 @@ mod tests {
     fn bad_references_say_which_part_is_wrong() {
         let err = Reference::parse("Busybox").unwrap_err();
         assert!(err.to_string().contains("lowercase"), "{err}");
+        assert!(Reference::parse("busybox:välj").is_err(), "tags are ASCII");
         let err = Reference::parse("busybox:bad tag").unwrap_err();
         assert!(
             err.to_string().contains("\"bad tag\" is not a valid tag"),

@@ -259,12 +259,23 @@ impl Registry {
 
     /// Whether the repository already has a blob, so a push can skip it.
     pub async fn has_blob(&self, digest: &str) -> Result<bool, RegistryError> {
-        let url = self.url(&format!("blobs/{digest}"));
-        let mut response = self.send(Method::HEAD, &url, |r| r).await?;
+        self.has(&format!("blobs/{digest}")).await
+    }
+
+    /// Whether the repository has a manifest, by digest.
+    pub async fn has_manifest(&self, digest: &str) -> Result<bool, RegistryError> {
+        self.has(&format!("manifests/{digest}")).await
+    }
+
+    async fn has(&self, path: &str) -> Result<bool, RegistryError> {
+        let url = self.url(path);
+        let accept = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(", ");
+        let build = |r: RequestBuilder| r.header(ACCEPT, accept.as_str());
+        let mut response = self.send(Method::HEAD, &url, build).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(false);
         }
-        expect(&Method::HEAD, &url, &mut response, StatusCode::OK, "blob").await?;
+        expect(&Method::HEAD, &url, &mut response, StatusCode::OK, path).await?;
         Ok(true)
     }
 
@@ -280,7 +291,7 @@ impl Registry {
                 "upload",
             )
             .await?;
-        self.location(&url, &response)
+        self.location(Method::POST, &url, &response)
     }
 
     /// Sends the bytes from `offset` on; returns where the next chunk goes.
@@ -290,6 +301,9 @@ impl Registry {
         offset: u64,
         chunk: Vec<u8>,
     ) -> Result<String, RegistryError> {
+        if chunk.is_empty() {
+            return Ok(location.to_owned());
+        }
         let range = format!("{offset}-{}", offset + chunk.len() as u64 - 1);
         let build = |r: RequestBuilder| {
             r.header(CONTENT_TYPE, "application/octet-stream")
@@ -305,7 +319,7 @@ impl Registry {
                 "upload",
             )
             .await?;
-        self.location(location, &response)
+        self.location(Method::PATCH, location, &response)
     }
 
     /// Ends an upload: the registry checks the bytes against `digest` and keeps them.
@@ -337,22 +351,35 @@ impl Registry {
         Ok(())
     }
 
-    fn location(&self, url: &str, response: &Response) -> Result<String, RegistryError> {
+    /// Where the upload goes next: the response's `Location`, which may be relative
+    /// to the URL just used.
+    fn location(
+        &self,
+        method: Method,
+        url: &str,
+        response: &Response,
+    ) -> Result<String, RegistryError> {
+        let bad = |body: &str| RegistryError::Status {
+            method: method.clone(),
+            url: url.to_owned(),
+            status: response.status(),
+            body: body.to_owned(),
+        };
         let location = response
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| RegistryError::Status {
-                method: Method::POST,
-                url: url.to_owned(),
-                status: response.status(),
-                body: "no Location header for the upload".to_owned(),
-            })?;
-        Ok(if location.starts_with('/') {
-            format!("{}{location}", self.base)
-        } else {
-            location.to_owned()
-        })
+            .ok_or_else(|| bad("no Location header for the upload"))?;
+        reqwest::Url::parse(url)
+            .and_then(|base| base.join(location))
+            .map(String::from)
+            .map_err(|_| bad(&format!("an upload Location that is no URL: {location:?}")))
+    }
+
+    /// Whether `url` is on this registry (same scheme, host and port).
+    fn is_ours(&self, url: &str) -> bool {
+        let origin = |u: &str| reqwest::Url::parse(u).ok().map(|u| u.origin());
+        origin(url).is_some() && origin(url) == origin(&self.base)
     }
 
     /// Sends a request and turns any answer but `wanted` into an error.
@@ -378,7 +405,11 @@ impl Registry {
         url: &str,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        // Credentials and tokens go to the registry itself only: an upload Location
+        // or a redirect may name another host, which must not receive them.
+        let ours = self.is_ours(url);
         let attempt = |auth: Option<Auth>| {
+            let auth = auth.filter(|_| ours);
             let request = build(self.http.request(method.clone(), url));
             let request = match auth {
                 Some(Auth::Basic(c)) => request.basic_auth(c.username, Some(c.password)),
@@ -448,9 +479,10 @@ impl Registry {
         if let Some(c) = &self.credentials {
             request = request.basic_auth(&c.username, Some(&c.password));
         }
-        let response = request.send().await.map_err(http(&Method::GET, realm))?;
+        let mut response = request.send().await.map_err(http(&Method::GET, realm))?;
         let status = response.status();
-        let body = response.text().await.map_err(http(&Method::GET, realm))?;
+        let body = read_bounded(&mut response, realm).await?;
+        let body = String::from_utf8_lossy(&body).into_owned();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthorized {
                 url: realm.to_owned(),
@@ -484,7 +516,11 @@ fn is_loopback(domain: &str) -> bool {
         }
         _ => domain,
     };
-    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn http(method: &Method, url: &str) -> impl FnOnce(reqwest::Error) -> RegistryError {
@@ -634,12 +670,24 @@ mod tests {
     }
 
     #[test]
+    fn credentials_go_to_the_registry_only() {
+        let reference = Reference::parse("127.0.0.1:5000/busybox").unwrap();
+        let registry = Registry::for_pull(&reference, &RegistryOptions::default()).unwrap();
+        assert!(registry.is_ours("http://127.0.0.1:5000/v2/busybox/blobs/uploads/1"));
+        assert!(!registry.is_ours("http://127.0.0.1:5001/v2/busybox/blobs/uploads/1"));
+        assert!(!registry.is_ours("http://storage.example/blob?sig=1"));
+        assert!(!registry.is_ours("not a url"));
+    }
+
+    #[test]
     fn only_loopback_registries_default_to_plain_http() {
         assert!(is_loopback("127.0.0.1:5000"));
         assert!(is_loopback("localhost"));
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("registry.example:5000"));
         assert!(!is_loopback("docker.io"));
+        assert!(!is_loopback("127.attacker.example:5000"));
+        assert!(is_loopback("127.1.2.3"));
         let hub = Reference::parse("busybox").unwrap();
         let err = Registry::for_pull(&hub, &RegistryOptions::default())
             .err()

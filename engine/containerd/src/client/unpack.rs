@@ -17,6 +17,7 @@ use tonic::Code;
 use super::content::label;
 use super::registry::sha256;
 use super::{Client, ClientError, SNAPSHOTTER};
+use crate::diff::UNCOMPRESSED_LABEL;
 use crate::proto::containerd::services::diff::v1::ApplyRequest;
 use crate::proto::containerd::services::snapshots::v1::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
@@ -27,9 +28,6 @@ use crate::proto::containerd::types::Descriptor;
 pub fn snapshot_label() -> String {
     format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}")
 }
-
-/// The label recording a layer's uncompressed digest on its blob.
-pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -46,6 +44,8 @@ pub enum UnpackError {
     },
     #[error("the image has {layers} layers but its config lists {diff_ids} diffIDs")]
     Count { layers: usize, diff_ids: usize },
+    #[error("the image config lists {diff_id:?} as a diffID, which is no sha256 digest")]
+    BadDiffId { diff_id: String },
 }
 
 /// The chain IDs of a stack of layers, bottom first.
@@ -78,13 +78,22 @@ pub async fn unpack(
             diff_ids: diff_ids.len(),
         });
     }
+    // Chain IDs become snapshot names: only well-formed digests go into them.
+    if let Some(bad) = diff_ids
+        .iter()
+        .find(|d| crate::content::parse_digest(d).is_err())
+    {
+        return Err(UnpackError::BadDiffId {
+            diff_id: bad.clone(),
+        });
+    }
     let chain = chain_ids(diff_ids);
     let mut parent = String::new();
     for ((layer, diff_id), chain_id) in layers.iter().zip(diff_ids).zip(&chain) {
         if !exists(client, chain_id).await? {
             apply(client, layer, diff_id, chain_id, &parent).await?;
         }
-        let labels = [(UNCOMPRESSED.to_owned(), diff_id.clone())].into();
+        let labels = [(UNCOMPRESSED_LABEL.to_owned(), diff_id.clone())].into();
         label(client, &layer.digest, labels).await?;
         parent = chain_id.clone();
     }

@@ -97,7 +97,14 @@ async fn write_session(
         Ok(record.is_some())
     };
     // A client that names a blob this namespace already has need not send it at all.
+    // The blob joins the client's lease all the same, as containerd does: the client
+    // is about to reference it (from a manifest, say), and until then nothing else
+    // may keep it from the collector.
     if !request.expected.is_empty() && exists(&request.expected)? {
+        let expected = request.expected.clone();
+        supervisor
+            .db
+            .update(|txn| Ok::<_, Status>(add_to_lease(txn, scope, CONTENT, &expected)?))?;
         return Err(Status::already_exists(format!(
             "content {} already exists",
             request.expected

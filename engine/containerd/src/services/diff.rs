@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::content::{ContentError, ContentRecord, Writer};
-use crate::diff::{self, UNCOMPRESSED};
+use crate::diff::{self, UNCOMPRESSED, UNCOMPRESSED_LABEL};
 use crate::lease::{add_to_lease, CONTENT};
 use crate::metadata::{self, Table};
 use crate::mount::Mount;
@@ -28,9 +28,6 @@ use crate::supervisor::Supervisor;
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 const DOCKER_UNCOMPRESSED: &str = "application/vnd.docker.image.rootfs.diff.tar";
-/// The label that tells unpacking which snapshot a compressed layer gives.
-const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
-
 pub struct Diff {
     pub supervisor: Arc<Supervisor>,
 }
