@@ -43,12 +43,17 @@ pub enum ContentError {
         actual: String,
         actual_size: u64,
     },
-    #[error("{digest} is {size} bytes, over the {limit} bytes berth reads into memory for {what}")]
+    #[error("{digest} is over the {limit} bytes berth reads into memory for {what}")]
     TooBig {
         digest: String,
-        size: i64,
         limit: usize,
         what: &'static str,
+    },
+    #[error("the content store's {what} {expected} hashes to {actual}: the store is damaged")]
+    Damaged {
+        what: &'static str,
+        expected: String,
+        actual: String,
     },
     #[error("the content store closed the write of {reference} before it was committed")]
     Closed { reference: String },
@@ -94,6 +99,7 @@ impl BlobWriter {
         size: u64,
     ) -> Result<Opened, ClientError> {
         let mut aborted = false;
+        let mut unavailable = None;
         for attempt in 0..LOCKED_RETRIES {
             if attempt > 0 {
                 tokio::time::sleep(LOCKED_PAUSE).await;
@@ -118,7 +124,10 @@ impl BlobWriter {
                 Err(status) if status.code() == Code::AlreadyExists => return Ok(Opened::Exists),
                 // Another writer holds the ref (or the one just dropped, until the
                 // server notices): wait for it, as containerd's client does.
-                Err(status) if status.code() == Code::Unavailable => continue,
+                Err(status) if status.code() == Code::Unavailable => {
+                    unavailable = Some(status);
+                    continue;
+                }
                 Err(status) => return Err(ClientError::call("Content.Write")(status)),
             };
             let status = match responses.message().await {
@@ -129,7 +138,10 @@ impl BlobWriter {
                     ))
                 }
                 Err(status) if status.code() == Code::AlreadyExists => return Ok(Opened::Exists),
-                Err(status) if status.code() == Code::Unavailable => continue,
+                Err(status) if status.code() == Code::Unavailable => {
+                    unavailable = Some(status);
+                    continue;
+                }
                 Err(status) => return Err(ClientError::call("Content.Write")(status)),
             };
             let offset = u64::try_from(status.offset).unwrap_or_default();
@@ -156,13 +168,14 @@ impl BlobWriter {
             abort(client, reference).await?;
             aborted = true;
         }
-        Err(ClientError::call("Content.Write")(
-            tonic::Status::unavailable(format!(
-                "ingest {reference} stayed locked or kept stale bytes for {:?}; \
-                 is another client writing it?",
-                LOCKED_PAUSE * LOCKED_RETRIES
-            )),
-        ))
+        // Still unavailable after the retries (the server's own message says why),
+        // or an ingest that kept its stale bytes through an abort.
+        let status = unavailable.unwrap_or_else(|| {
+            tonic::Status::aborted(format!(
+                "ingest {reference} kept its stale bytes after an abort"
+            ))
+        });
+        Err(ClientError::call("Content.Write")(status))
     }
 
     /// Adds bytes, sending a WRITE whenever a chunk's worth is buffered.
@@ -389,7 +402,6 @@ pub async fn read_small(
         if bytes.len() > limit {
             return Err(ContentError::TooBig {
                 digest: digest.to_owned(),
-                size: bytes.len() as i64,
                 limit,
                 what,
             });
@@ -397,12 +409,10 @@ pub async fn read_small(
     }
     let actual = super::registry::sha256(&bytes);
     if actual != digest {
-        return Err(ContentError::Digest {
-            source_name: format!("the content store's {what}"),
+        return Err(ContentError::Damaged {
+            what,
             expected: digest.to_owned(),
-            expected_size: 0,
             actual,
-            actual_size: bytes.len() as u64,
         });
     }
     Ok(bytes)

@@ -5,8 +5,10 @@
 //! manifest PUT to write. A registry that wants credentials answers 401 with a
 //! `WWW-Authenticate` challenge: `Basic` (send the user and password) or `Bearer`
 //! (trade them, or nothing, at the named token service for a token scoped to this
-//! repository). Every manifest is checked against its digest here; blobs stream
-//! through the caller, who checks them as they pass.
+//! repository). A manifest fetched by digest is checked against it here, and one
+//! fetched by tag against the digest the registry states (a registry stating none
+//! leaves the tag's manifest unchecked, as Docker does); blobs stream through the
+//! caller, who checks them as they pass.
 
 use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,

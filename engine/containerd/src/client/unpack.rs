@@ -164,13 +164,18 @@ async fn apply(
     }
     .await;
     if !matches!(result, Ok(false)) {
-        let _ = client
-            .snapshots()
-            .remove(client.request(RemoveSnapshotRequest {
-                snapshotter: SNAPSHOTTER.to_owned(),
+        let request = client.request(RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_owned(),
+            key: key.clone(),
+        });
+        if let Err(status) = client.snapshots().remove(request).await {
+            // The lease still holds it, and its end hands it to the collector.
+            tracing::warn!(
                 key,
-            }))
-            .await;
+                "cannot remove the unpack's active snapshot: {}",
+                status.message()
+            );
+        }
     }
     result.map(|_| ())
 }
