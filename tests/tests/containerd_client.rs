@@ -633,7 +633,7 @@ fn a_blob_the_store_has_joins_the_writers_lease() {
     // A writer in a lease finds it there; the blob is now the lease's.
     let lease = runtime.block_on(client.start_lease("test")).unwrap();
     runtime.block_on(async {
-        let leased = client.in_lease(&lease);
+        let leased = client.in_lease(&lease).unwrap();
         let opened = BlobWriter::open(&leased, "second", &digest, size)
             .await
             .unwrap();

@@ -148,7 +148,7 @@ pub async fn import(
     options: &ImportOptions,
 ) -> Result<Vec<Imported>, ArchiveError> {
     let lease = client.start_lease("import").await?;
-    let leased = client.in_lease(&lease);
+    let leased = client.in_lease(&lease)?;
     let result = async {
         let files = store_files(&leased, reader, &lease).await?;
         let images = if let Some(index) = files.descriptive.get("index.json") {
@@ -495,7 +495,7 @@ async fn from_docker(
             })).collect::<Vec<_>>(),
         });
         let bytes = serde_json::to_vec(&manifest).expect("a JSON value serialises");
-        let reference = format!("import-manifest-{}", super::registry::sha256(&bytes));
+        let reference = format!("import-manifest-{}", super::sha256(&bytes));
         let digest = write_small(client, &reference, &bytes, HashMap::new()).await?;
         let target = Descriptor {
             media_type: DOCKER_MANIFEST.to_owned(),

@@ -407,7 +407,7 @@ pub async fn read_small(
             });
         }
     }
-    let actual = super::registry::sha256(&bytes);
+    let actual = super::sha256(&bytes);
     if actual != digest {
         return Err(ContentError::Damaged {
             what,
@@ -426,7 +426,7 @@ pub async fn write_small(
     bytes: &[u8],
     labels: HashMap<String, String>,
 ) -> Result<String, ContentError> {
-    let digest = super::registry::sha256(bytes);
+    let digest = super::sha256(bytes);
     match BlobWriter::open(client, reference, &digest, bytes.len() as u64).await? {
         Opened::Writer(mut writer) => {
             writer.write(bytes).await?;

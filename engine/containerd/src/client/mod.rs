@@ -49,6 +49,10 @@ use crate::scope::{LEASE_HEADER, NAMESPACE_HEADER};
 /// the default of a real containerd.
 pub const SNAPSHOTTER: &str = "overlayfs";
 
+/// The largest message either side sends: a `Read` chunk is 1 MiB, a `Write` chunk
+/// (see [`content`]) the same; this leaves room for the envelope.
+const MAX_MESSAGE: usize = 4 << 20;
+
 /// How long a lease taken for one operation lives if the caller dies before ending
 /// it: long enough for any pull, short enough that nothing is kept forever.
 const LEASE_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
@@ -70,6 +74,10 @@ pub enum ClientError {
     },
     #[error("namespace {namespace:?} cannot be sent in gRPC metadata: use letters, digits, '.', '_' and '-'")]
     Namespace { namespace: String },
+    #[error(
+        "lease id {lease:?} cannot be sent in gRPC metadata: use letters, digits, '.', '_' and '-'"
+    )]
+    Lease { lease: String },
     #[error("no image named {name} in namespace {namespace}")]
     NoImage { name: String, namespace: String },
     #[error("image {name} has no target; delete it and pull or import it again")]
@@ -137,19 +145,23 @@ impl Client {
 
     /// This client with every request made inside `lease`: what it creates stays
     /// alive, whatever the garbage collector finds, until the lease ends.
-    pub fn in_lease(&self, lease: &str) -> Client {
-        Client {
+    pub fn in_lease(&self, lease: &str) -> Result<Client, ClientError> {
+        if MetadataValue::try_from(lease).is_err() {
+            return Err(ClientError::Lease {
+                lease: lease.to_owned(),
+            });
+        }
+        Ok(Client {
             lease: Some(lease.to_owned()),
             ..self.clone()
-        }
+        })
     }
 
     /// `message` as a request carrying the namespace, the lease and the trace context.
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         let metadata = request.metadata_mut();
-        // Checked by `connect`; lease ids are made here or by the caller's
-        // `Leases.Create`, whose ids follow the same rule.
+        // Both were checked: the namespace by `connect`, the lease by `in_lease`.
         if let Ok(value) = MetadataValue::try_from(self.namespace.as_str()) {
             metadata.insert(NAMESPACE_HEADER, value);
         }
@@ -237,10 +249,6 @@ impl Client {
     }
 }
 
-/// The largest message either side sends: a `Read` chunk is 1 MiB, a `Write` chunk
-/// (see [`content`]) the same; this leaves room for the envelope.
-const MAX_MESSAGE: usize = 4 << 20;
-
 /// gRPC metadata as an OpenTelemetry carrier, for the caller's `traceparent`.
 struct Metadata<'a>(&'a mut MetadataMap);
 
@@ -251,6 +259,12 @@ impl opentelemetry::propagation::Injector for Metadata<'_> {
             self.0.insert(key, value);
         }
     }
+}
+
+/// `sha256:<hex>` of `bytes`: how blobs are named.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// `secs` since the epoch as an RFC 3339 UTC time, the form of `gc.expire` labels.

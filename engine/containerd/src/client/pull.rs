@@ -104,7 +104,7 @@ pub async fn pull(
         let top = registry.manifest(reference.object()).await?;
         let lease = client.start_lease("pull").await?;
         let result = store(
-            &client.in_lease(&lease),
+            &client.in_lease(&lease)?,
             &registry,
             &reference,
             top,

@@ -14,11 +14,11 @@ use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use sha2::{Digest as _, Sha256};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::reference::{Reference, DOCKER_HUB};
+use super::sha256;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -601,11 +601,6 @@ fn truncate(mut text: String) -> String {
         text.push('…');
     }
     text.trim().to_owned()
-}
-
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// `Bearer realm="https://auth",service="registry",scope="repository:a:pull,push"`

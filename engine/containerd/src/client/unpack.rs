@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tonic::Code;
 
 use super::content::label;
-use super::registry::sha256;
+use super::sha256;
 use super::{Client, ClientError, SNAPSHOTTER};
 use crate::diff::UNCOMPRESSED_LABEL;
 use crate::proto::containerd::services::diff::v1::ApplyRequest;
