@@ -125,12 +125,7 @@ fn pull_push_import_and_export_work_against_real_containerd_too() {
         let other = Client::connect(&containerd.socket, "berth-other")
             .await
             .unwrap();
-        let file = fs::File::open(&exported).unwrap();
-        let options = ImportOptions {
-            base_name: None,
-            unpack: true,
-        };
-        let imported = archive::import(&other, file, &options).await.unwrap();
+        let imported = import(&other, &exported, None).await.unwrap();
         assert_eq!(imported[0].name, name);
     });
     let check = run_ok(containerd.ctr(NAMESPACE).args(["images", "check"]));
@@ -334,12 +329,7 @@ fn export_and_import_round_trip_through_other_tools() {
     let exported = dir.path().join("exported.tar");
     block_on(async {
         let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
-        let options = ImportOptions {
-            base_name: None,
-            unpack: true,
-        };
-        let file = fs::File::open(&old_style).unwrap();
-        let imported = archive::import(&client, file, &options).await.unwrap();
+        let imported = import(&client, &old_style, None).await.unwrap();
         let names: Vec<_> = imported.iter().map(|i| i.name.clone()).collect();
         assert_eq!(names, ["docker.io/library/busybox:latest"]);
         let mut out = tokio::fs::File::create(&exported).await.unwrap();
@@ -395,12 +385,7 @@ fn a_layout_blob_that_does_not_match_its_name_is_refused() {
     rewrite_tar(&busybox().archive, &broken, corrupt, Vec::new());
     let err = block_on(async {
         let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
-        let options = ImportOptions {
-            base_name: None,
-            unpack: true,
-        };
-        let file = fs::File::open(&broken).unwrap();
-        archive::import(&client, file, &options).await.unwrap_err()
+        import(&client, &broken, None).await.unwrap_err()
     });
     assert!(err.to_string().contains("digest mismatch"), "{err}");
     let ctr = |args: &[&str]| run_ok(daemon.ctr(NAMESPACE).args(args));
@@ -428,21 +413,16 @@ fn an_image_named_by_tag_alone_needs_a_base_name() {
     rewrite_tar(&busybox().archive, &tag_only, untag, Vec::new());
     block_on(async {
         let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
-        let import = |base_name: Option<&str>| {
-            let options = ImportOptions {
-                base_name: base_name.map(str::to_owned),
-                unpack: false,
-            };
-            let file = fs::File::open(&tag_only).unwrap();
-            let client = client.clone();
-            async move { archive::import(&client, file, &options).await }
-        };
-        let err = import(None).await.unwrap_err().to_string();
+        let err = import(&client, &tag_only, None)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("only the tag \"latest\"") && err.contains("base name"),
             "{err}"
         );
-        let imported = import(Some("127.0.0.1:5000/team/tool")).await.unwrap();
+        let base = Some("127.0.0.1:5000/team/tool");
+        let imported = import(&client, &tag_only, base).await.unwrap();
         assert_eq!(imported[0].name, "127.0.0.1:5000/team/tool:latest");
     });
     let images = first_column(&run_ok(daemon.ctr(NAMESPACE).args(["images", "ls"])));
@@ -530,12 +510,7 @@ fn an_image_whose_layer_does_not_match_its_config_is_neither_imported_nor_pulled
     let name = format!("{}/broken:latest", registry.addr());
     block_on(async {
         let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
-        let options = ImportOptions {
-            base_name: None,
-            unpack: true,
-        };
-        let file = fs::File::open(&tarball).unwrap();
-        let err = archive::import(&client, file, &options).await.unwrap_err();
+        let err = import(&client, &tarball, None).await.unwrap_err();
         assert!(err.to_string().contains("the image config says"), "{err}");
         let err = pull(&client, &name, &PullOptions::default())
             .await
@@ -575,12 +550,7 @@ fn a_docker_save_layer_shared_through_a_symlink_is_imported() {
     rewrite_tar(&busybox().archive, &tarball, link_manifest, link);
     block_on(async {
         let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
-        let options = ImportOptions {
-            base_name: None,
-            unpack: true,
-        };
-        let file = fs::File::open(&tarball).unwrap();
-        archive::import(&client, file, &options).await.unwrap();
+        import(&client, &tarball, None).await.unwrap();
     });
     let name = "docker.io/library/busybox:latest";
     let out = run_echo(
@@ -644,6 +614,19 @@ fn a_blob_the_store_has_joins_the_writers_lease() {
     runtime.block_on(client.end_lease(&lease)).unwrap();
     collect_garbage();
     assert!(!stored(), "with the lease gone, nothing keeps it");
+}
+
+/// Imports the tarball at `path` (unpacking it) through the library.
+async fn import(
+    client: &Client,
+    path: &Path,
+    base_name: Option<&str>,
+) -> Result<Vec<archive::Imported>, archive::ArchiveError> {
+    let options = ImportOptions {
+        base_name: base_name.map(str::to_owned),
+        unpack: true,
+    };
+    archive::import(client, fs::File::open(path).unwrap(), &options).await
 }
 
 /// The test image's one layer.
