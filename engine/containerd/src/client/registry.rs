@@ -56,6 +56,8 @@ pub enum RegistryError {
          (plain_http, like `ctr pull --plain-http`)"
     )]
     HttpsUnsupported { domain: String },
+    #[error("cannot set up the HTTP client for registries: {0}")]
+    Setup(reqwest::Error),
     #[error("{method} {url}: {source}")]
     Http {
         method: Method,
@@ -166,11 +168,7 @@ impl Registry {
             .read_timeout(PATIENCE)
             .user_agent(concat!("berth-containerd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|source| RegistryError::Http {
-                method: Method::GET,
-                url: host.to_owned(),
-                source,
-            })?;
+            .map_err(RegistryError::Setup)?;
         Ok(Registry {
             http,
             base: format!("http://{host}"),
