@@ -230,6 +230,29 @@ pub async fn run_forever(supervisor: Arc<Supervisor>) {
     }
 }
 
+/// `secs` since the epoch as an RFC 3339 UTC time, the form of `gc.expire` labels
+/// (what [`parse_rfc3339`] reads back).
+pub fn format_rfc3339(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rest = secs % 86_400;
+    // Days to a civil date (Howard Hinnant's algorithm), for years after 1970.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// An RFC 3339 time (`2026-11-29T16:30:00Z`, `…00.5+01:00`) in Unix nanoseconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let num = |s: &str| -> Option<i64> {
@@ -280,6 +303,19 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_expiry_times_read_back_as_written() {
+        for secs in [0, 951_782_400, 1_795_000_000, 4_102_444_799] {
+            let text = format_rfc3339(secs);
+            assert_eq!(
+                parse_rfc3339(&text),
+                Some(secs as i64 * 1_000_000_000),
+                "{text}"
+            );
+        }
+        assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
 
     #[test]
     fn rfc3339_times_parse() {

@@ -207,6 +207,25 @@ impl Shim {
         }
     }
     // ANCHOR_END: call
+
+    /// Asks the shim `Connect`, and records the pids it tells: its own (what
+    /// [`Runtime::watch`] waits on) and the task's.
+    async fn connect(&self, timeout: Option<Duration>) -> Result<(), RuntimeError> {
+        let request = api::ConnectRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let connected = self
+            .call("Connect", timeout, move |c, ctx| async move {
+                c.connect(ctx, &request).await
+            })
+            .await?;
+        if connected.task_pid != 0 {
+            self.pid.store(connected.task_pid, Ordering::Relaxed);
+        }
+        self.shim_pid.store(connected.shim_pid, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 enum Slot {
@@ -369,16 +388,7 @@ impl Runtime {
                 .await?;
             shim.pid.store(response.pid, Ordering::Relaxed);
             // Connect tells the shim's own pid, which is what is watched.
-            let request = api::ConnectRequest {
-                id: new.id.clone(),
-                ..Default::default()
-            };
-            let connected = shim
-                .call("Connect", timeout, move |c, ctx| async move {
-                    c.connect(ctx, &request).await
-                })
-                .await?;
-            shim.shim_pid.store(connected.shim_pid, Ordering::Relaxed);
+            shim.connect(timeout).await?;
             Ok(response.pid)
         }
         .await;
@@ -586,21 +596,8 @@ impl Runtime {
             client: TaskClient::new(client),
             log: follow_log(bundle)?,
         });
-        let request = api::ConnectRequest {
-            id: id.to_owned(),
-            ..Default::default()
-        };
-        let connected = shim
-            .call("Connect", Some(RELOAD_TIMEOUT), move |c, ctx| async move {
-                c.connect(ctx, &request).await
-            })
-            .await;
-        match connected {
-            Ok(connected) => {
-                shim.pid.store(connected.task_pid, Ordering::Relaxed);
-                shim.shim_pid.store(connected.shim_pid, Ordering::Relaxed);
-                Ok(shim)
-            }
+        match shim.connect(Some(RELOAD_TIMEOUT)).await {
+            Ok(()) => Ok(shim),
             Err(e) => {
                 shim.log.abort();
                 Err(e)
