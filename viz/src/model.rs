@@ -21,8 +21,8 @@ pub struct Trace {
 }
 
 /// A process, as OTLP names it: its resource attributes (`service.name`,
-/// `process.pid`, `telemetry.sdk.*`, …). Two exports with equal attributes come from
-/// the same process.
+/// `process.pid`, `telemetry.sdk.*`, …), sorted by key. Two exports with equal
+/// attributes come from the same process.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Process {
     pub attributes: Vec<Attribute>,
@@ -37,8 +37,8 @@ impl Process {
         }
     }
 
-    /// `process.pid`, when the SDK reports it (Python's and Java's do; berth's does not,
-    /// since `service.name` already tells its processes apart).
+    /// `process.pid`, when the SDK reports it (Python's, Java's and berth's do; without
+    /// it, two processes of one binary would be one lane).
     pub fn pid(&self) -> Option<i64> {
         match self.attribute("process.pid") {
             Some(Value::Int(pid)) => Some(*pid),

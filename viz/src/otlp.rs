@@ -126,9 +126,12 @@ pub fn flatten(request: ExportTraceServiceRequest) -> Result<Vec<Received>, Otlp
     let mut received = Vec::new();
     for resource_spans in request.resource_spans {
         // The resource is the process: every span under it was sent by that process.
-        let process = Process {
+        // Sorted by key: SDKs send a resource's attributes in no fixed order (Rust's from
+        // a hash map), and two exports of one process must compare equal.
+        let mut process = Process {
             attributes: attributes(resource_spans.resource.map(|r| r.attributes)),
         };
+        process.attributes.sort_by(|a, b| a.key.cmp(&b.key));
         for scope_spans in resource_spans.scope_spans {
             let scope = scope_spans.scope.map(|s| s.name).unwrap_or_default();
             for span in scope_spans.spans {
@@ -450,6 +453,26 @@ mod tests {
         assert_eq!(r.span.attribute("n"), Some(&Value::Int(7)));
         assert_eq!(r.span.status.code, StatusCode::Error);
         assert_eq!(r.span.events[0].name, "ready");
+    }
+
+    #[test]
+    fn one_process_whatever_the_order_of_its_resource_attributes() {
+        // The Rust SDK sends a resource's attributes in hash-map order, which differs
+        // between exports of the same binary.
+        let swapped = json_export("1111111111111111", "").replace(
+            r#"{"key":"service.name","value":{"stringValue":"berth-runc"}},
+                {"key":"process.pid","value":{"intValue":"42"}}"#,
+            r#"{"key":"process.pid","value":{"intValue":"42"}},
+                {"key":"service.name","value":{"stringValue":"berth-runc"}}"#,
+        );
+        assert_ne!(swapped, json_export("1111111111111111", ""));
+        let mut received = Vec::new();
+        for json in [json_export("00f067aa0ba902b7", ""), swapped] {
+            received.extend(flatten(decode(json.as_bytes(), Encoding::Json).unwrap()).unwrap());
+        }
+        let traces = to_traces(received);
+        assert_eq!(traces[0].processes.len(), 1, "{:#?}", traces[0].processes);
+        assert_eq!(traces[0].spans.len(), 2);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::fmt;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::KeyValue;
 use opentelemetry_otlp::{
     ExporterBuildError, Protocol, RetryPolicy, SpanExporter, WithExportConfig, WithHttpConfig,
 };
@@ -181,7 +182,14 @@ fn provider(
         .with_batch_exporter(exporter)
         // `with_service_name` is applied last, so it wins over `OTEL_SERVICE_NAME`: every
         // berth process inherits its parent's environment, yet each must keep its own lane.
-        .with_resource(Resource::builder().with_service_name(service_name).build())
+        // `process.pid` tells apart two processes of one binary (chapter 01's client and
+        // daemon); without it their resources are equal and a viewer merges them.
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name)
+                .with_attribute(KeyValue::new("process.pid", i64::from(std::process::id())))
+                .build(),
+        )
         .build())
 }
 
