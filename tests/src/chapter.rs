@@ -226,17 +226,34 @@ pub fn process_with(token: &str) -> bool {
     pid_of(token).is_some()
 }
 
-/// The pid of the one process on the host with `token` in its command line.
+/// The pid of the process on the host with `token` in its command line: the topmost
+/// one, since a shell that forks (for `usleep`, say) has a child with the same command
+/// line until the child `exec`s, and after a pid wrap-around that child can have the
+/// lower pid. A zombie has no command line, so it is not found.
 pub fn pid_of(token: &str) -> Option<i32> {
     let entries = fs::read_dir("/proc").ok()?;
-    entries.flatten().find_map(|entry| {
-        let pid = entry.file_name().to_str()?.parse().ok()?;
-        let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
-        text(&cmdline)
-            .split('\0')
-            .any(|arg| arg == token)
-            .then_some(pid)
-    })
+    let matches: Vec<(i32, i32)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(entry.path().join("cmdline")).ok()?;
+            if !text(&cmdline).split('\0').any(|arg| arg == token) {
+                return None;
+            }
+            let status = fs::read_to_string(entry.path().join("status")).ok()?;
+            let ppid = status
+                .lines()
+                .find_map(|line| line.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    matches
+        .iter()
+        .find(|(_, ppid)| !matches.iter().any(|(pid, _)| pid == ppid))
+        .map(|(pid, _)| *pid)
 }
 
 /// A `sleep` argument no other test (or run) uses, to find the container's process.

@@ -305,6 +305,18 @@ pub fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// Whether process `pid` is gone: no longer there, or a zombie (dead, not yet reaped
+/// by whoever inherited it when its shim died).
+pub fn is_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // `PID (COMM) STATE ...`: the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
 /// Polls `check` every 20 ms until it returns true; panics with `what` after 20 s.
 pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

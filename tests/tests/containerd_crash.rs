@@ -443,11 +443,14 @@ fn collect_garbage(daemon: &BerthContainerd) {
 #[test]
 fn a_leased_blob_survives_collection_until_its_lease_expires() {
     let (dir, daemon) = start();
-    const LIFETIME: Duration = Duration::from_secs(3);
+    // Long enough that the steps before the first collection (seven client processes,
+    // beside this binary's other tests unpacking 30 000 files) finish well within it.
+    const LIFETIME: Duration = Duration::from_secs(15);
     let created = Instant::now();
+    let expires = format!("{}s", LIFETIME.as_secs());
     ctr(
         &daemon,
-        &["leases", "create", "--id", "keep", "--expires", "3s"],
+        &["leases", "create", "--id", "keep", "--expires", &expires],
     );
     let kept = ingest(&daemon, dir.path(), "kept", b"held by a lease");
     let stray = ingest(&daemon, dir.path(), "stray", b"held by nothing");
@@ -470,8 +473,8 @@ fn a_leased_blob_survives_collection_until_its_lease_expires() {
     assert!(blob_file(&daemon, &kept).exists());
     assert!(!blob_file(&daemon, &stray).exists());
 
-    // `--expires 3s` becomes an RFC 3339 label with whole seconds: wait a second
-    // more, so it has certainly passed.
+    // `--expires` becomes an RFC 3339 label with whole seconds: wait a second more, so
+    // it has certainly passed.
     let expired = created + LIFETIME + Duration::from_secs(1);
     std::thread::sleep(expired.saturating_duration_since(Instant::now()));
     collect_garbage(&daemon);

@@ -137,9 +137,13 @@ fn a_detached_container_logs_execs_pauses_and_stops() {
             "busybox",
             "sh",
             "-c",
-            "trap 'exit 3' TERM; sleep 1000 & wait",
+            "trap 'exit 3' TERM; echo ready; sleep 1000 & wait",
         ],
     );
+    // Stopped only once the handler is set: a pid 1 without one ignores SIGTERM.
+    wait_until("the trap is set", || {
+        docker(&berth, &dockerd, &["logs", "trap"]) == "ready\n"
+    });
     docker(&berth, &dockerd, &["stop", "trap"]);
     assert_eq!(
         inspect(&berth, &dockerd, "{{.State.ExitCode}}", "trap"),

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use berth_tests::berth_containerd::{BerthContainerd, Events};
 use berth_tests::peers::{output, run_ok};
-use berth_tests::shim::wait_until;
+use berth_tests::shim::{is_gone, wait_until};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
@@ -99,9 +99,7 @@ fn exit_status_then_remove(daemon: &BerthContainerd, id: &str) -> i32 {
 fn kill_shim(daemon: &BerthContainerd, id: &str) {
     let shim = daemon.shim_pid_of(id).expect("the task has a shim");
     kill(Pid::from_raw(shim), Signal::SIGKILL).unwrap();
-    wait_until(&format!("the shim of {id} is gone"), || {
-        !Path::new(&format!("/proc/{shim}")).exists()
-    });
+    wait_until(&format!("the shim of {id} is gone"), || is_gone(shim));
 }
 
 /// The line of berth-containerd's log that reports the cleanup after `id`'s dead

@@ -11,12 +11,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use berth_libcontainer::state::{Root, State, Status};
 use berth_tests::images::busybox;
 use berth_tests::peers::{self, require, run_ok, Containerd, Dockerd};
 use berth_tests::runtime::{berth_runc, Outcome};
+use berth_tests::shim::wait_until;
 use tempfile::TempDir;
 
 /// The image as `ctr images import` names it.
@@ -37,15 +37,6 @@ fn berth_state(root: &Path, id: &str) -> State {
             root.display()
         )
     })
-}
-
-/// Polls `check` every 20 ms until it returns true; panics with `what` after 20 s.
-fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `command` as one line for `sh -c`, each word single-quoted.
@@ -290,7 +281,8 @@ fn ctr_task_kill_all_through_the_runc_shim_uses_berth_runc() {
             .unwrap_or(0)
     };
     // Init, the sleep it started and the exec (busybox's sh execs its last command).
-    assert_eq!(procs(), 3, "{cgroup:?}");
+    // Polled: `ctr run --detach` returns once init runs, maybe before it has forked.
+    wait_until("three processes in the container's cgroup", || procs() == 3);
 
     // Paused first: a frozen process cannot die, so berth-runc thaws the container
     // after SIGKILL, as runc does (ctr, unlike dockerd, does not resume it itself).

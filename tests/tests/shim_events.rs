@@ -3,11 +3,8 @@
 //! what containerd does when a shim dies under it (it runs the shim binary's `delete`
 //! action, then announces the task's exit itself).
 
-use std::fs;
-use std::path::Path;
-
 use berth_tests::peers::{self, run_ok};
-use berth_tests::shim::{wait_until, Lab};
+use berth_tests::shim::{is_gone, wait_until, Lab};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -74,18 +71,6 @@ fn the_shims_task_events_reach_ctr_events_in_order() {
     lab.assert_clean();
 }
 
-/// Whether process `pid` is gone: no longer there, or a zombie (dead, not yet reaped
-/// by whoever inherited it when its shim died).
-fn is_gone(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // `PID (COMM) STATE ...`: the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
-
 /// A shim SIGKILLed under a running containerd: containerd sees its ttrpc connection
 /// close and cleans up after it (`cleanupAfterDeadShim` in containerd 1.6's
 /// runtime/v2): it runs `containerd-shim-berth-v2 ... -id ID -bundle B delete`, whose
@@ -140,10 +125,7 @@ fn a_dead_shims_container_is_cleaned_up_by_the_delete_action() {
             "the delete action failed ({failure:?}):\n{containerd_log}"
         );
     }
-    assert!(
-        !Path::new(&format!("/proc/{}", shims[0])).exists() || is_gone(shims[0]),
-        "the shim is dead"
-    );
+    assert!(is_gone(shims[0]), "the shim is dead");
     let _ = peers::output(&mut lab.ctr(["task", "delete", id]));
     run_ok(&mut lab.ctr(["container", "delete", id]));
     lab.assert_clean();

@@ -118,10 +118,14 @@ fn a_container_that_exits_while_the_daemons_are_down_reports_its_status() {
     wait_for("the container to start", || {
         log_lines(&daemon, id) == ["started"]
     });
+    let pid = pid_of(&token).expect("the container runs");
 
     kill_daemon_and_supervisor(&mut daemon);
     fs::write(stop_file(&daemon, id), "").expect("create /stop");
-    wait_for("the container to exit", || pid_of(&token).is_none());
+    // Gone from /proc, not merely a zombie: the shim has reaped it and kept its status.
+    wait_for("the container to exit and be reaped", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
 
     daemon.restart();
     // Nobody but the shim saw it exit; the new daemon asks the new supervisor at start.

@@ -588,15 +588,17 @@ mod tests {
             r#"sleep 30 & echo $! > "$1/pid"; wait"#,
             dir.path(),
         );
-        hook.set_timeout(Some(1));
+        // Three seconds, so that even a loaded machine has run the shell's first two
+        // commands; the hook itself would take thirty.
+        hook.set_timeout(Some(3));
         let started = Instant::now();
         let error = run_hooks(HookKind::StartContainer, &[hook], &state()).unwrap_err();
         assert!(
-            matches!(error, HookError::TimedOut { seconds: 1, .. }),
+            matches!(error, HookError::TimedOut { seconds: 3, .. }),
             "{error:?}"
         );
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(20),
             "took {:?}",
             started.elapsed()
         );
