@@ -22,7 +22,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::content::{
-    info, label, read, read_small, write_small, BlobWriter, ContentError, Opened, CHUNK,
+    index_gc_label, info, label, manifest_gc_labels, read, read_small, write_small, BlobWriter,
+    ContentError, Opened, CHUNK,
 };
 use super::pull::{descriptor, name_image};
 use super::reference::{Reference, ReferenceError};
@@ -162,8 +163,8 @@ pub async fn import(
         // is named: a failure on the way leaves no image, only content the lease's
         // end hands to the collector.
         for image in &images {
-            collect(&leased, &image.target, &mut Vec::new(), &mut HashSet::new()).await?;
-            label_children(&leased, &image.target).await?;
+            let mut walk = Walk::labelling();
+            walk.collect(&leased, &image.target).await?;
             if options.unpack {
                 unpack_target(&leased, &image.target).await?;
             }
@@ -526,47 +527,6 @@ async fn from_docker(
     Ok(images)
 }
 
-/// Labels a manifest or index with its children, as a pull does, so the garbage
-/// collector keeps them for as long as the image exists.
-async fn label_children(client: &Client, target: &Descriptor) -> Result<(), ArchiveError> {
-    let media_type = MediaType::from(target.media_type.as_str());
-    let bytes = read_small(client, &target.digest, MAX_MANIFEST, "manifest").await?;
-    let json_error = |source| ArchiveError::Json {
-        file: target.digest.clone(),
-        source,
-    };
-    let mut labels = HashMap::new();
-    if is_index(&media_type) {
-        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_error)?;
-        for (i, child) in index.manifests().iter().enumerate() {
-            let child = descriptor(child);
-            if info(client, &child.digest).await?.is_some() {
-                labels.insert(
-                    format!("containerd.io/gc.ref.content.m.{i}"),
-                    child.digest.clone(),
-                );
-                Box::pin(label_children(client, &child)).await?;
-            }
-        }
-    } else if is_manifest(&media_type) {
-        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(json_error)?;
-        labels.insert(
-            "containerd.io/gc.ref.content.config".to_owned(),
-            manifest.config().digest().to_string(),
-        );
-        for (i, layer) in manifest.layers().iter().enumerate() {
-            labels.insert(
-                format!("containerd.io/gc.ref.content.l.{i}"),
-                layer.digest().to_string(),
-            );
-        }
-    }
-    if !labels.is_empty() {
-        label(client, &target.digest, labels).await?;
-    }
-    Ok(())
-}
-
 /// This machine's manifest under `target`, read and parsed.
 async fn host_manifest(
     client: &Client,
@@ -628,13 +588,12 @@ pub async fn export(
 ) -> Result<(), ArchiveError> {
     let mut index_entries = Vec::new();
     let mut docker_entries = Vec::new();
-    let mut blobs: Vec<Descriptor> = Vec::new();
-    let mut seen = HashSet::new();
+    let mut walk = Walk::default();
     for name in names {
         let reference = Reference::parse(name)?;
         let full = reference.to_string();
         let target = client.image_target(&full).await?;
-        collect(client, &target, &mut blobs, &mut seen).await?;
+        walk.collect(client, &target).await?;
         let mut entry = serde_json::json!({
             "mediaType": target.media_type,
             "digest": target.digest,
@@ -672,7 +631,7 @@ pub async fn export(
         .await?;
     tar.directory("blobs/").await?;
     tar.directory("blobs/sha256/").await?;
-    for blob in &blobs {
+    for blob in &walk.blobs {
         let path = format!("blobs/sha256/{}", blob.digest.trim_start_matches("sha256:"));
         tar.header(&path, blob.size as u64, tar::EntryType::Regular)
             .await?;
@@ -709,45 +668,70 @@ pub async fn export(
 }
 // ANCHOR_END: export
 
-/// Every blob below `target` that an export must carry: each manifest, config and
-/// layer, and the indexes above them. Manifests an index names but the store lacks
-/// (other platforms) are left out, as they were never pulled.
-async fn collect(
-    client: &Client,
-    target: &Descriptor,
-    blobs: &mut Vec<Descriptor>,
-    seen: &mut HashSet<String>,
-) -> Result<(), ArchiveError> {
-    let media_type = MediaType::from(target.media_type.as_str());
-    check_stored(client, target).await?;
-    let bytes = read_small(client, &target.digest, MAX_MANIFEST, "manifest").await?;
-    let json_error = |source| ArchiveError::Json {
-        file: target.digest.clone(),
-        source,
-    };
-    let mut add = |blob: Descriptor| {
-        if seen.insert(blob.digest.clone()) {
-            blobs.push(blob);
-        }
-    };
-    add(target.clone());
-    if is_index(&media_type) {
-        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_error)?;
-        for child in index.manifests() {
-            let child = descriptor(child);
-            if info(client, &child.digest).await?.is_some() {
-                Box::pin(collect(client, &child, blobs, seen)).await?;
-            }
-        }
-    } else if is_manifest(&media_type) {
-        let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(json_error)?;
-        for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
-            let blob = descriptor(blob);
-            check_stored(client, &blob).await?;
-            add(blob);
+/// A walk down from an image's target through the blobs it is made of, checking
+/// each is stored whole: every manifest, config and layer, and the indexes above them.
+/// Manifests an index names but the store lacks (other platforms) are left out, as
+/// they were never pulled.
+#[derive(Default)]
+struct Walk {
+    /// Every blob met, each once, in the order met: what an export must carry.
+    blobs: Vec<Descriptor>,
+    seen: HashSet<String>,
+    /// Whether each manifest and index is labelled with its children on the way, as a
+    /// pull does, so the garbage collector keeps them as long as the image exists.
+    label: bool,
+}
+
+impl Walk {
+    fn labelling() -> Walk {
+        Walk {
+            label: true,
+            ..Walk::default()
         }
     }
-    Ok(())
+
+    async fn collect(&mut self, client: &Client, target: &Descriptor) -> Result<(), ArchiveError> {
+        let media_type = MediaType::from(target.media_type.as_str());
+        check_stored(client, target).await?;
+        let bytes = read_small(client, &target.digest, MAX_MANIFEST, "manifest").await?;
+        let json_error = |source| ArchiveError::Json {
+            file: target.digest.clone(),
+            source,
+        };
+        self.add(target.clone());
+        let mut labels = HashMap::new();
+        if is_index(&media_type) {
+            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(json_error)?;
+            for (i, child) in index.manifests().iter().enumerate() {
+                let child = descriptor(child);
+                if info(client, &child.digest).await?.is_some() {
+                    labels.insert(index_gc_label(i), child.digest.clone());
+                    Box::pin(self.collect(client, &child)).await?;
+                }
+            }
+        } else if is_manifest(&media_type) {
+            let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(json_error)?;
+            for blob in std::iter::once(manifest.config()).chain(manifest.layers()) {
+                let blob = descriptor(blob);
+                check_stored(client, &blob).await?;
+                self.add(blob);
+            }
+            labels = manifest_gc_labels(
+                manifest.config().digest().as_ref(),
+                manifest.layers().iter().map(|l| l.digest().as_ref()),
+            );
+        }
+        if self.label && !labels.is_empty() {
+            label(client, &target.digest, labels).await?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, blob: Descriptor) {
+        if self.seen.insert(blob.digest.clone()) {
+            self.blobs.push(blob);
+        }
+    }
 }
 
 /// That the store has `blob`, of the size its descriptor says.

@@ -339,6 +339,30 @@ pub async fn info(client: &Client, digest: &str) -> Result<Option<Info>, ClientE
     }
 }
 
+/// The labels by which a manifest keeps its config and layers alive: the garbage
+/// collector follows `containerd.io/gc.ref.content.*` from anything referenced.
+pub fn manifest_gc_labels<'a>(
+    config: &str,
+    layers: impl IntoIterator<Item = &'a str>,
+) -> HashMap<String, String> {
+    let mut labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_owned(),
+        config.to_owned(),
+    )]);
+    for (i, layer) in layers.into_iter().enumerate() {
+        labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            layer.to_owned(),
+        );
+    }
+    labels
+}
+
+/// The label by which an index keeps its manifest at `position` alive.
+pub fn index_gc_label(position: usize) -> String {
+    format!("containerd.io/gc.ref.content.m.{position}")
+}
+
 /// Sets labels on a blob (an empty value removes one), leaving the others.
 pub async fn label(
     client: &Client,

@@ -17,7 +17,9 @@ use berth_oci::oci_spec::image::{
 use tonic::Code;
 use tracing::Instrument;
 
-use super::content::{write_small, BlobWriter, ContentError, Opened};
+use super::content::{
+    index_gc_label, manifest_gc_labels, write_small, BlobWriter, ContentError, Opened,
+};
 use super::reference::{Reference, ReferenceError};
 use super::registry::{next_chunk, Fetched, Registry, RegistryError, RegistryOptions};
 use super::unpack::{unpack, UnpackError};
@@ -163,24 +165,15 @@ async fn store(
     }
 
     let mut labels = source.clone();
-    labels.insert(
-        "containerd.io/gc.ref.content.config".to_owned(),
-        config_descriptor.digest.clone(),
-    );
-    for (i, layer) in layers.iter().enumerate() {
-        labels.insert(
-            format!("containerd.io/gc.ref.content.l.{i}"),
-            layer.digest.clone(),
-        );
-    }
+    labels.extend(manifest_gc_labels(
+        &config_descriptor.digest,
+        layers.iter().map(|l| l.digest.as_str()),
+    ));
     let manifest_ref = format!("manifest-{}", manifest.digest);
     write_small(client, &manifest_ref, &manifest.bytes, labels).await?;
     if let Some((index, position)) = &index {
         let mut labels = source.clone();
-        labels.insert(
-            format!("containerd.io/gc.ref.content.m.{position}"),
-            manifest.digest.clone(),
-        );
+        labels.insert(index_gc_label(*position), manifest.digest.clone());
         write_small(
             client,
             &format!("index-{}", index.digest),
