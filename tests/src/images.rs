@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use berth_oci::oci_spec::image::{ConfigBuilder, ImageIndex};
+use berth_oci::oci_spec::image::{Config, ConfigBuilder, ImageIndex};
 use berth_oci::write::{self, Image, LayerBuilder, WriteError};
 
 /// The name tests and the demo use for the image.
@@ -135,6 +135,16 @@ pub fn build_busybox(dir: &Path) -> Result<TestImage, ImageError> {
 // ANCHOR: busybox_image
 /// The image in memory: one layer with busybox, its applets and a minimal `/etc`.
 pub fn busybox_image() -> Result<Image, ImageError> {
+    Ok(write::build_image(
+        "busybox",
+        "latest",
+        busybox_config(),
+        vec![busybox_layer()?],
+    )?)
+}
+
+/// The image's one layer, as an uncompressed tar.
+fn busybox_layer() -> Result<Vec<u8>, ImageError> {
     let binary = fs::read(HOST_BUSYBOX).map_err(|_| ImageError::NoBusybox)?;
     if has_interpreter(&binary) {
         return Err(ImageError::NotStatic);
@@ -162,19 +172,34 @@ pub fn busybox_image() -> Result<Image, ImageError> {
     )?;
     layer.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")?;
 
-    let config = ConfigBuilder::default()
+    Ok(layer.finish()?)
+}
+
+fn busybox_config() -> Config {
+    ConfigBuilder::default()
         .env(vec![PATH_ENV.to_owned()])
         .cmd(vec!["sh".to_owned()])
         .build()
-        .expect("every field of the config is set");
-    Ok(write::build_image(
-        "busybox",
-        "latest",
-        config,
-        vec![layer.finish()?],
-    )?)
+        .expect("every field of the config is set")
 }
 // ANCHOR_END: busybox_image
+
+/// The test image with `extra` small layers on top, written as an OCI layout in
+/// `dir` (tagged `latest`). Layer N adds `/layers/N` and writes N into `/layers/top`,
+/// so a container shows that every layer was applied, and in order.
+pub fn layered_busybox(dir: &Path, extra: usize) -> Result<Image, ImageError> {
+    let mut layers = vec![busybox_layer()?];
+    for n in 1..=extra {
+        let mut layer = LayerBuilder::new();
+        layer.dir("layers", 0o755)?;
+        layer.file(&format!("layers/{n}"), 0o644, n.to_string().as_bytes())?;
+        layer.file("layers/top", 0o644, n.to_string().as_bytes())?;
+        layers.push(layer.finish()?);
+    }
+    let image = write::build_image("layered", "latest", busybox_config(), layers)?;
+    image.write_oci_layout(dir)?;
+    Ok(image)
+}
 
 /// The applets this busybox was built with, as root-relative paths, sorted so the
 /// layer's order never depends on the binary's.

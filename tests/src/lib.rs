@@ -13,6 +13,7 @@
 //! - [`otlp`]: a small OTLP/HTTP receiver, for tests that check the spans a process exports.
 //! - [`peers`]: finding and starting the real peers (skopeo, containerd, dockerd) in
 //!   isolated temporary directories, so a test never touches the host's engine.
+//! - [`relay`]: relays in front of a registry that see (or shape) what clients send it.
 //! - [`registry`]: a real registry (distribution's `docker-registry`) to pull the test
 //!   image from, with the image pushed by `skopeo`.
 //! - [`runtime`]: running berth-runc and the real runc on throwaway bundles, one case
@@ -27,6 +28,7 @@ pub mod images;
 pub mod otlp;
 pub mod peers;
 pub mod registry;
+pub mod relay;
 pub mod runtime;
 pub mod shim;
 pub mod token_auth;

@@ -191,8 +191,17 @@ impl Registry {
         berth_oci::digest::sha256(&body).to_string()
     }
 
+    /// Pushes the image tagged `latest` in the OCI layout `layout` as `REPOSITORY:TAG`.
+    pub fn push_layout(&self, layout: &Path, repository_and_tag: &str) {
+        self.skopeo_copy_from(layout, repository_and_tag, &[]);
+    }
+
     fn skopeo_copy(&self, repository_and_tag: &str, extra: &[&str]) {
-        let layout = crate::images::busybox().layout.display().to_string();
+        self.skopeo_copy_from(&crate::images::busybox().layout, repository_and_tag, extra);
+    }
+
+    fn skopeo_copy_from(&self, layout: &Path, repository_and_tag: &str, extra: &[&str]) {
+        let layout = layout.display();
         let mut skopeo = Command::new(require("skopeo"));
         skopeo
             .args(["copy", "--dest-tls-verify=false"])

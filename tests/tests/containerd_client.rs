@@ -14,9 +14,10 @@ use berth_containerd::client::push::push;
 use berth_containerd::client::registry::{Credentials, RegistryOptions};
 use berth_containerd::client::Client;
 use berth_tests::berth_containerd::BerthContainerd;
-use berth_tests::images::busybox;
+use berth_tests::images::{busybox, layered_busybox};
 use berth_tests::peers::{first_column, output, require, run_ok, Containerd};
 use berth_tests::registry::Registry;
+use berth_tests::relay::OverlapWatch;
 use berth_tests::token_auth::{self, TokenGate};
 use std::process::Command;
 
@@ -176,6 +177,74 @@ fn a_blob_with_the_wrong_digest_fails_the_pull_and_nothing_stays() {
     assert!(first_column(&ctr(&["content", "active"])).is_empty());
     assert!(first_column(&ctr(&["snapshots", "ls"])).is_empty());
     // The config fetched before the bad layer went with the pull's lease.
+    berth_tests::shim::wait_until("the failed pull's content is collected", || {
+        first_column(&ctr(&["content", "ls"])).is_empty()
+    });
+    daemon.assert_clean();
+}
+
+/// A five-layer image: its layers are downloaded a few at once (a relay in front of
+/// the registry sees two under way together) and applied in order. With one of them
+/// corrupt, the pull fails naming it, and the downloads that ran beside it leave no
+/// ingest, snapshot or image behind.
+#[test]
+fn layers_are_fetched_together_applied_in_order_and_fail_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"));
+    let layout = dir.path().join("layout");
+    layered_busybox(&layout, 4).unwrap();
+    registry.push_layout(&layout, "layered:good");
+    registry.push_layout(&layout, "layered:bad");
+    let layers = layer_digests(&layout);
+    assert_eq!(layers.len(), 5);
+    let watch = OverlapWatch::start(&registry.addr(), layers.clone());
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let ctr = |args: &[&str]| run_ok(daemon.ctr(NAMESPACE).args(args));
+
+    let good = format!("{}/layered:good", watch.addr());
+    let pulled = block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        pull(&client, &good, &PullOptions::default()).await
+    })
+    .unwrap_or_else(|e| panic!("pull {good}: {e}\nregistry log:\n{}", registry.log()));
+    assert!(
+        watch.most_at_once() >= 2,
+        "the layers were downloaded one at a time"
+    );
+    assert_eq!(first_column(&ctr(&["snapshots", "ls"])).len(), 5);
+    let shown = ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.berth.v2",
+        &pulled.name,
+        "layered",
+        "sh",
+        "-c",
+        "ls /layers; cat /layers/top",
+    ]);
+    assert_eq!(shown, "1\n2\n3\n4\ntop\n4", "every layer, the top one last");
+    ctr(&["images", "rm", &good]);
+    berth_tests::shim::wait_until("the good image's content is collected", || {
+        first_column(&ctr(&["content", "ls"])).is_empty()
+    });
+
+    // The registry's copy of the third layer is now wrong; the others download beside it.
+    registry.corrupt_blob(&layers[2]);
+    let bad = format!("{}/layered:bad", registry.addr());
+    let err = block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        pull(&client, &bad, &PullOptions::default()).await
+    })
+    .expect_err("a corrupt layer fails the pull");
+    let message = err.to_string();
+    assert!(
+        message.contains("digest mismatch") && message.contains(&layers[2]),
+        "the error names the mismatch and the layer: {message}"
+    );
+    assert!(first_column(&ctr(&["images", "ls"])).is_empty());
+    assert!(first_column(&ctr(&["content", "active"])).is_empty());
+    assert!(first_column(&ctr(&["snapshots", "ls"])).is_empty());
     berth_tests::shim::wait_until("the failed pull's content is collected", || {
         first_column(&ctr(&["content", "ls"])).is_empty()
     });
@@ -631,9 +700,18 @@ async fn import(
 
 /// The test image's one layer.
 fn layer_digest() -> String {
-    let layout = berth_oci::layout::Layout::open(&busybox().layout).unwrap();
+    layer_digests(&busybox().layout).remove(0)
+}
+
+/// The layers of the image in the OCI layout `layout`, bottom first.
+fn layer_digests(layout: &Path) -> Vec<String> {
+    let layout = berth_oci::layout::Layout::open(layout).unwrap();
     let image = layout.resolve(None).unwrap();
-    image.layers()[0].digest().to_string()
+    image
+        .layers()
+        .iter()
+        .map(|l| l.digest().to_string())
+        .collect()
 }
 
 /// The test image's tarball as Docker wrote it before version 25: `manifest.json`

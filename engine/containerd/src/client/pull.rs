@@ -2,18 +2,20 @@
 //!
 //! The order is containerd's. Resolve the name to a manifest (or an index, from which
 //! this machine's manifest is chosen); take a lease, so nothing fetched is collected
-//! halfway; fetch the config and the layers, each verified by digest as it streams
-//! and committed only if it matches; store the manifest (and index) labelled with
-//! references to its children, which is how the garbage collector later knows what
-//! the image keeps alive; name the image; unpack it; end the lease. A pull that fails
-//! at any point leaves no image, and once its lease is gone, nothing at all.
+//! halfway; fetch the config and the layers (a few at once), each verified by digest
+//! as it streams and committed only if it matches; store the manifest (and index)
+//! labelled with references to its children, which is how the garbage collector later
+//! knows what the image keeps alive; unpack it; name the image; end the lease. A pull
+//! that fails at any point leaves no image, and once its lease is gone, nothing at all.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_oci::layout::{is_host, is_index, is_manifest};
 use berth_oci::oci_spec::image::{
     Descriptor as OciDescriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
 };
+use futures_util::{stream, StreamExt};
 use tonic::Code;
 use tracing::Instrument;
 
@@ -160,9 +162,7 @@ async fn store(
     write_small(client, &config_ref, &config_bytes, source.clone()).await?;
 
     let layers: Vec<Descriptor> = parsed.layers().iter().map(descriptor).collect();
-    for layer in &layers {
-        fetch_layer(client, registry, layer, source.clone()).await?;
-    }
+    fetch_layers(client, registry, &layers, &source).await?;
 
     let mut labels = source.clone();
     labels.extend(manifest_gc_labels(
@@ -216,12 +216,46 @@ fn source_label(reference: &Reference) -> HashMap<String, String> {
     .into()
 }
 
+// ANCHOR: fetch_layers
+/// Layers fetched at once: dockerd's default `max-concurrent-downloads`.
+const CONCURRENT_FETCHES: usize = 3;
+
+/// Fetches `layers`, a few at a time. Once one fails, no other starts, and those
+/// under way stop at their next chunk and abort their ingests: the first failure is
+/// the pull's, and it leaves no half-written blob behind.
+async fn fetch_layers(
+    client: &Client,
+    registry: &Registry,
+    layers: &[Descriptor],
+    labels: &HashMap<String, String>,
+) -> Result<(), PullError> {
+    let failed = AtomicBool::new(false);
+    let results: Vec<Result<(), PullError>> = stream::iter(layers)
+        .map(|layer| async {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let result = fetch_layer(client, registry, layer, labels.clone(), &failed).await;
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+        .buffer_unordered(CONCURRENT_FETCHES)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+// ANCHOR_END: fetch_layers
+
 /// Streams a layer from the registry into the content store, checking its digest.
+/// Stops (aborting the ingest, with no error of its own) once `failed` is set.
 async fn fetch_layer(
     client: &Client,
     registry: &Registry,
     layer: &Descriptor,
     labels: HashMap<String, String>,
+    failed: &AtomicBool,
 ) -> Result<(), PullError> {
     let reference = format!("layer-{}", layer.digest);
     let size = u64::try_from(layer.size).unwrap_or_default();
@@ -233,21 +267,28 @@ async fn fetch_layer(
     let streamed = async {
         let (url, mut response) = registry.blob(&layer.digest).await?;
         while let Some(chunk) = next_chunk(&mut response, &url).await? {
+            if failed.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             writer.write(&chunk).await?;
             // A registry sending more than it promised is wrong already.
             if writer.written() > size {
                 break;
             }
         }
-        Ok::<String, PullError>(url)
+        Ok::<Option<String>, PullError>(Some(url))
     }
     .instrument(span)
     .await;
     match streamed {
-        Ok(url) => {
+        Ok(Some(url)) => {
             writer
                 .commit(&url, Some((&layer.digest, size)), labels)
                 .await?;
+            Ok(())
+        }
+        Ok(None) => {
+            let _ = writer.abort().await;
             Ok(())
         }
         Err(err) => {
