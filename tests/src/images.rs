@@ -184,12 +184,13 @@ fn busybox_config() -> Config {
 }
 // ANCHOR_END: busybox_image
 
-/// The test image with `extra` small layers on top, written as an OCI layout in
-/// `dir` (tagged `latest`). Layer N adds `/layers/N` and writes N into `/layers/top`,
-/// so a container shows that every layer was applied, and in order.
-pub fn layered_busybox(dir: &Path, extra: usize) -> Result<Image, ImageError> {
+/// The test image with a small layer on top for each of `numbers`, written as an OCI
+/// layout in `dir` (tagged `latest`). Layer N adds `/layers/N` and writes N into
+/// `/layers/top`, so a container shows that every layer was applied, and in order. A
+/// number given twice is the same layer twice, as images built in steps can have.
+pub fn layered_busybox(dir: &Path, numbers: &[usize]) -> Result<Image, ImageError> {
     let mut layers = vec![busybox_layer()?];
-    for n in 1..=extra {
+    for n in numbers {
         let mut layer = LayerBuilder::new();
         layer.dir("layers", 0o755)?;
         layer.file(&format!("layers/{n}"), 0o644, n.to_string().as_bytes())?;

@@ -4,8 +4,8 @@
 //! One request per connection, every read bounded.
 //!
 //! [`crate::token_auth`] is one such handler. [`OverlapWatch`] is another: it holds
-//! blob downloads back until a second is under way, so a test can tell a client that
-//! fetches several blobs at once from one that fetches them one by one.
+//! blob downloads back until several have been asked for, so a test can tell a client
+//! that fetches blobs a few at once from one that fetches them one by one.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -176,13 +176,15 @@ pub fn respond(
     client.shutdown(Shutdown::Both)
 }
 
-/// How long [`OverlapWatch`] holds a download back waiting for a second one. A client
-/// that fetches one blob at a time waits this long once, then never overlaps.
+/// How long [`OverlapWatch`] holds a download back waiting for others. A client that
+/// never has enough under way waits this long once; later downloads are not held.
 const OVERLAP_PATIENCE: Duration = Duration::from_secs(10);
 
-/// A relay that counts how many downloads of the watched blobs were under way at
-/// once. Until two have been, each one waits (up to [`OVERLAP_PATIENCE`]) for another
-/// to start, so the count does not depend on how fast the registry answers.
+/// A relay that counts how many downloads of the watched blobs were asked for at
+/// once. Until `at_once` have been, each one is held back (up to [`OVERLAP_PATIENCE`])
+/// for the others to arrive, so the count does not depend on how fast the registry
+/// answers. Only held requests count: a client that asks for one blob after another
+/// cannot have a second request arrive while its first is held.
 pub struct OverlapWatch {
     relay: Relay,
     state: Arc<(Mutex<Overlap>, Condvar)>,
@@ -190,13 +192,15 @@ pub struct OverlapWatch {
 
 #[derive(Default)]
 struct Overlap {
-    under_way: usize,
+    held: usize,
     most: usize,
+    gave_up: bool,
 }
 
 impl OverlapWatch {
-    /// Relays to `registry`, watching `GET`s of blobs named in `digests`.
-    pub fn start(registry: &str, digests: Vec<String>) -> OverlapWatch {
+    /// Relays to `registry`, watching `GET`s of blobs named in `digests`, holding them
+    /// until `at_once` arrive together.
+    pub fn start(registry: &str, digests: Vec<String>, at_once: usize) -> OverlapWatch {
         let state = Arc::new((Mutex::new(Overlap::default()), Condvar::new()));
         let (shared, registry) = (state.clone(), registry.to_owned());
         let relay = Relay::start(move |mut client, own| {
@@ -207,20 +211,21 @@ impl OverlapWatch {
                 && digests
                     .iter()
                     .any(|d| request.target().ends_with(&format!("/blobs/{d}")));
-            let (lock, changed) = &*shared;
             if watched {
+                let (lock, changed) = &*shared;
                 let mut overlap = lock.lock().unwrap();
-                overlap.under_way += 1;
-                overlap.most = overlap.most.max(overlap.under_way);
-                changed.notify_all();
-                let _ = changed
-                    .wait_timeout_while(overlap, OVERLAP_PATIENCE, |o| o.most < 2)
-                    .unwrap();
+                if !overlap.gave_up {
+                    overlap.held += 1;
+                    overlap.most = overlap.most.max(overlap.held);
+                    changed.notify_all();
+                    let (mut overlap, waited) = changed
+                        .wait_timeout_while(overlap, OVERLAP_PATIENCE, |o| o.most < at_once)
+                        .unwrap();
+                    overlap.gave_up |= waited.timed_out();
+                    overlap.held -= 1;
+                }
             }
             let _ = request.forward(&mut client, &registry, own);
-            if watched {
-                lock.lock().unwrap().under_way -= 1;
-            }
         });
         OverlapWatch { relay, state }
     }
@@ -229,7 +234,7 @@ impl OverlapWatch {
         self.relay.addr()
     }
 
-    /// The most downloads of watched blobs that were under way at the same time.
+    /// The most downloads of watched blobs that were asked for at the same time.
     pub fn most_at_once(&self) -> usize {
         self.state.0.lock().unwrap().most
     }

@@ -8,7 +8,7 @@
 //! knows what the image keeps alive; unpack it; name the image; end the lease. A pull
 //! that fails at any point leaves no image, and once its lease is gone, nothing at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_oci::layout::{is_host, is_index, is_manifest};
@@ -220,17 +220,21 @@ fn source_label(reference: &Reference) -> HashMap<String, String> {
 /// Layers fetched at once: dockerd's default `max-concurrent-downloads`.
 const CONCURRENT_FETCHES: usize = 3;
 
-/// Fetches `layers`, a few at a time. Once one fails, no other starts, and those
-/// under way stop at their next chunk and abort their ingests: the first failure is
-/// the pull's, and it leaves no half-written blob behind.
+/// Fetches `layers`, a few at a time, each distinct one once (an image may list a
+/// layer twice, and two writers of one blob would wait on each other's ingest). Once
+/// one fails, no other starts, and those under way stop before their request or at
+/// their next chunk and abort their ingests: the first failure is the pull's, and it
+/// leaves no half-written blob behind.
 async fn fetch_layers(
     client: &Client,
     registry: &Registry,
     layers: &[Descriptor],
     labels: &HashMap<String, String>,
 ) -> Result<(), PullError> {
+    let mut seen = HashSet::new();
+    let distinct = layers.iter().filter(|l| seen.insert(&l.digest));
     let failed = AtomicBool::new(false);
-    let results: Vec<Result<(), PullError>> = stream::iter(layers)
+    let results: Vec<Result<(), PullError>> = stream::iter(distinct)
         .map(|layer| async {
             if failed.load(Ordering::Relaxed) {
                 return Ok(());
@@ -249,7 +253,9 @@ async fn fetch_layers(
 // ANCHOR_END: fetch_layers
 
 /// Streams a layer from the registry into the content store, checking its digest.
-/// Stops (aborting the ingest, with no error of its own) once `failed` is set.
+/// Stops (aborting the ingest, with no error of its own) once `failed` is set: it
+/// looks before its request and after each chunk, so a download stalled mid-body
+/// still holds up the pull's error until its next chunk or the read timeout.
 async fn fetch_layer(
     client: &Client,
     registry: &Registry,
@@ -265,6 +271,9 @@ async fn fetch_layer(
     };
     let span = tracing::info_span!("fetch", digest = %layer.digest, size);
     let streamed = async {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let (url, mut response) = registry.blob(&layer.digest).await?;
         while let Some(chunk) = next_chunk(&mut response, &url).await? {
             if failed.load(Ordering::Relaxed) {
