@@ -1,5 +1,6 @@
 //! A real image registry for one test: Debian's `docker-registry` (distribution v2),
-//! the program behind Docker Hub's API, serving plain HTTP on 127.0.0.1.
+//! the program behind Docker Hub's API, serving plain HTTP on 127.0.0.1 (or HTTPS, with
+//! a certificate from a certificate authority made for the test by `openssl`).
 //!
 //! A pull test needs something to pull from. [`Registry::start`] runs a registry of
 //! the test's own, its storage and log under the test's directory; the `push_busybox*`
@@ -31,24 +32,51 @@ pub struct Registry {
     dir: PathBuf,
     /// `user:password`, when the registry asks for basic authentication.
     credentials: Option<String>,
+    /// The certificate authority that signed its certificate, when it speaks HTTPS.
+    ca: Option<PathBuf>,
     child: Child,
 }
 
 impl Registry {
     /// A registry open to anyone, with its files under `dir`.
     pub fn start(dir: &Path) -> Registry {
-        Registry::start_configured(dir, None)
+        Registry::start_configured(dir, None, false)
     }
 
     /// A registry that answers only requests with HTTP basic authentication as
     /// `user` / `password` (its `htpasswd` file is written under `dir`).
     pub fn start_with_htpasswd(dir: &Path, user: &str, password: &str) -> Registry {
-        Registry::start_configured(dir, Some((user, password)))
+        Registry::start_configured(dir, Some((user, password)), false)
     }
 
-    fn start_configured(dir: &Path, auth: Option<(&str, &str)>) -> Registry {
+    /// A registry that speaks HTTPS only, with a certificate for 127.0.0.1 signed by a
+    /// certificate authority of its own ([`Registry::ca_certificate`]).
+    pub fn start_with_tls(dir: &Path) -> Registry {
+        Registry::start_configured(dir, None, true)
+    }
+
+    /// The PEM file of the certificate authority an HTTPS registry's certificate is
+    /// signed by.
+    pub fn ca_certificate(&self) -> &Path {
+        self.ca
+            .as_deref()
+            .expect("only a registry started with TLS has a certificate authority")
+    }
+
+    fn start_configured(dir: &Path, auth: Option<(&str, &str)>, tls: bool) -> Registry {
         fs::create_dir_all(dir).expect("create the registry's directory");
         let dir = fs::canonicalize(dir).expect("resolve the registry's directory");
+        let (ca, tls_config) = if tls {
+            let (ca, certificate, key) = certificates(&dir);
+            let config = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                certificate.display(),
+                key.display()
+            );
+            (Some(ca), config)
+        } else {
+            (None, String::new())
+        };
         let auth_config = match auth {
             Some((user, password)) => {
                 let htpasswd = dir.join("htpasswd");
@@ -70,7 +98,7 @@ impl Registry {
                 format!(
                     "version: 0.1\nlog:\n  level: info\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: {addr}\n{auth_config}",
+                     http:\n  addr: {addr}\n{tls_config}{auth_config}",
                     dir.join("storage").display()
                 ),
             )
@@ -88,6 +116,7 @@ impl Registry {
                 addr,
                 dir: dir.clone(),
                 credentials: auth.map(|(user, password)| format!("{user}:{password}")),
+                ca: ca.clone(),
                 child,
             };
             if registry.wait_until_serving() {
@@ -106,8 +135,14 @@ impl Registry {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
+            // Plain HTTP to an HTTPS server gets 400, which says it serves all the same.
             let status = http_status(&self.addr, "/v2/");
-            if status.is_some_and(|s| s == 200 || s == 401) {
+            let serving: &[u16] = if self.ca.is_some() {
+                &[400]
+            } else {
+                &[200, 401]
+            };
+            if status.is_some_and(|s| serving.contains(&s)) {
                 return true;
             }
             assert!(
@@ -256,6 +291,74 @@ fn free_addr() -> String {
 }
 
 /// The status code of `GET path` on `addr`, if an HTTP answer came within a second.
+/// A certificate authority and a certificate it signed for 127.0.0.1, made with
+/// `openssl` under `dir`: the CA's certificate, the registry's, and the registry's key.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let [ca_key, ca, key, request, certificate, extensions] = [
+        "ca.key",
+        "ca.crt",
+        "registry.key",
+        "registry.csr",
+        "registry.crt",
+        "registry.ext",
+    ]
+    .map(|name| dir.join(name));
+    let openssl = |args: &[&str]| run_ok(Command::new(require("openssl")).args(args));
+    let path = |p: &Path| p.display().to_string();
+    // EC keys: quick to make, and what a modern registry would have.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=berth test CA"],
+            &["-keyout", &path(&ca_key), "-out", &path(&ca)],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &["-subj", "/CN=127.0.0.1"],
+            &["-keyout", &path(&key), "-out", &path(&request)],
+        ]
+        .concat(),
+    );
+    // A server certificate, named by IP as the tests reach it, that is no CA itself:
+    // what webpki (rustls' verifier) insists on.
+    fs::write(
+        &extensions,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the certificate's extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &path(&request),
+        "-CA",
+        &path(&ca),
+        "-CAkey",
+        &path(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &path(&extensions),
+        "-out",
+        &path(&certificate),
+    ]);
+    (ca, certificate, key)
+}
+
 fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;

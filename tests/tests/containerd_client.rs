@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_containerd::client::archive::{self, ImportOptions};
 use berth_containerd::client::content::{BlobWriter, Opened};
@@ -247,6 +247,66 @@ fn layers_are_fetched_together_once_each_and_applied_in_order() {
     assert_refused_for_layer(&daemon, &err, &layers[3]);
 }
 
+/// A registry that speaks HTTPS only, with a certificate from a certificate authority
+/// the system does not know: refused until that authority is given, then pulled and
+/// run. The errors name what went wrong: the certificate, a CA file that is not one,
+/// plain HTTP sent to an HTTPS server.
+#[test]
+fn an_https_registry_is_trusted_once_its_certificate_authority_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start_with_tls(&dir.path().join("registry"));
+    registry.push_busybox("secure/busybox:latest");
+    let daemon = BerthContainerd::start(&dir.path().join("containerd"));
+    let name = format!("{}/secure/busybox:latest", registry.addr());
+    let https = |ca_certificates: Vec<PathBuf>| PullOptions {
+        registry: RegistryOptions {
+            plain_http: Some(false),
+            ca_certificates,
+            ..RegistryOptions::default()
+        },
+        ..PullOptions::default()
+    };
+    let not_a_ca = dir.path().join("registry/registry.key");
+    let (unknown, not_pem, plain, pulled) = block_on(async {
+        let client = Client::connect(&daemon.socket, NAMESPACE).await.unwrap();
+        let attempt = |options: PullOptions| {
+            let (client, name) = (client.clone(), name.clone());
+            async move { pull(&client, &name, &options).await }
+        };
+        (
+            attempt(https(Vec::new())).await.unwrap_err().to_string(),
+            attempt(https(vec![not_a_ca.clone()]))
+                .await
+                .unwrap_err()
+                .to_string(),
+            // A loopback registry is reached over plain HTTP unless told otherwise.
+            attempt(PullOptions::default())
+                .await
+                .unwrap_err()
+                .to_string(),
+            attempt(https(vec![registry.ca_certificate().to_owned()])).await,
+        )
+    });
+    assert!(
+        unknown.contains("https://") && unknown.contains("invalid peer certificate"),
+        "{unknown}"
+    );
+    assert!(
+        not_pem.contains(&not_a_ca.display().to_string()) && not_pem.contains("no certificate"),
+        "{not_pem}"
+    );
+    assert!(plain.contains("HTTPS server"), "{plain}");
+    let pulled = pulled.unwrap_or_else(|e| panic!("pull over HTTPS: {e}\n{}", registry.log()));
+    assert_eq!(pulled.name, name);
+    let out = run_echo(
+        || daemon.ctr(NAMESPACE),
+        &name,
+        "io.containerd.berth.v2",
+        "tls",
+    );
+    assert_eq!(out.trim(), "ran");
+}
+
 #[test]
 fn basic_auth_is_answered_only_with_credentials() {
     let dir = tempfile::tempdir().unwrap();
@@ -305,6 +365,7 @@ fn token_auth_gives_anonymous_pulls_and_pushes_only_with_credentials() {
                 password: token_auth::PASSWORD.into(),
             }),
             plain_http: None,
+            ca_certificates: Vec::new(),
         };
         push(&client, &name, Some(&destination), &options)
             .await

@@ -21,6 +21,8 @@ fn export_with_rust_sdk(
     gzip: bool,
     service: &'static str,
 ) -> String {
+    // reqwest with rustls on (as in a workspace build) needs a crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = SpanExporter::builder()
         .with_http()
         .with_protocol(protocol)

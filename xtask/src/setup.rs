@@ -32,6 +32,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "a registry server on 127.0.0.1 for pull and push tests",
     ),
     ("skopeo", "reads the test image as a third party would"),
+    (
+        "openssl",
+        "a certificate authority of the test's own, for HTTPS registries",
+    ),
     ("umoci", "a second opinion on unpacking OCI images"),
     ("lxc", "chapter 01's execution driver is the real LXC tools"),
     ("iptables", "container networking"),

@@ -115,6 +115,10 @@ pub fn init(service_name: &'static str) -> Result<Guard, SetupError> {
         return Ok(Guard { exporting: None });
     };
 
+    // Built with rustls on (in a workspace build, where berth-containerd's registry
+    // client turns it on for everyone), reqwest panics on building a client unless a
+    // crypto provider is the process's default. One already set is left as it is.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = provider(service_name, &endpoint)?;
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service_name))

@@ -1,4 +1,5 @@
-//! The OCI distribution protocol: what a registry serves and accepts, over HTTP.
+//! The OCI distribution protocol: what a registry serves and accepts, over HTTPS (or
+//! plain HTTP, for registries on this machine or named as insecure).
 //!
 //! Everything is under `/v2/<repository>/`: `manifests/<tag or digest>` and
 //! `blobs/<digest>` to read; `blobs/uploads/` (POST, PATCH…, PUT `?digest=`) and a
@@ -14,6 +15,10 @@ use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -46,23 +51,30 @@ pub struct RegistryOptions {
     /// plain HTTP for loopback registries only, as Docker treats `127.0.0.0/8` as an
     /// insecure registry by default.
     pub plain_http: Option<bool>,
+    /// PEM files of certificate authorities to trust for HTTPS besides the system's:
+    /// what Docker reads from `/etc/docker/certs.d/HOST/ca.crt`, and `ctr pull
+    /// --tlscacert` names.
+    pub ca_certificates: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(
-        "registry {domain} is reached over HTTPS, which berth's registry client does not \
-         speak yet; use a registry on localhost or 127.0.0.1, or one that serves plain HTTP \
-         (plain_http, like `ctr pull --plain-http`)"
+        "cannot read the certificate authority {path}: {reason}; give a PEM file with at \
+         least one CERTIFICATE in it"
     )]
-    HttpsUnsupported { domain: String },
+    CaCertificate { path: PathBuf, reason: String },
+    #[error("cannot set up TLS for registries: {0}")]
+    Tls(rustls::Error),
     #[error("cannot set up the HTTP client for registries: {0}")]
     Setup(reqwest::Error),
-    #[error("{method} {url}: {source}")]
+    /// `reason` is the whole chain of causes: for HTTPS the interesting part (an
+    /// unknown certificate authority, a name mismatch) is at its end.
+    #[error("{method} {url}: {reason}")]
     Http {
         method: Method,
         url: String,
-        source: reqwest::Error,
+        reason: String,
     },
     #[error("{method} {url}: the registry answered {status}: {body}")]
     Status {
@@ -152,11 +164,6 @@ impl Registry {
         let plain_http = options
             .plain_http
             .unwrap_or_else(|| is_loopback(&reference.domain));
-        if !plain_http {
-            return Err(RegistryError::HttpsUnsupported {
-                domain: reference.domain.clone(),
-            });
-        }
         // Docker Hub's API lives on another host than its name.
         let host = if reference.domain == DOCKER_HUB {
             "registry-1.docker.io"
@@ -167,11 +174,15 @@ impl Registry {
             .connect_timeout(PATIENCE)
             .read_timeout(PATIENCE)
             .user_agent(concat!("berth-containerd/", env!("CARGO_PKG_VERSION")))
+            // Even a plain-HTTP client gets one: reqwest looks for a process-wide
+            // default otherwise, and a library must not depend on its caller's.
+            .tls_backend_preconfigured(tls_config(&options.ca_certificates)?)
             .build()
             .map_err(RegistryError::Setup)?;
+        let scheme = if plain_http { "http" } else { "https" };
         Ok(Registry {
             http,
-            base: format!("http://{host}"),
+            base: format!("{scheme}://{host}"),
             repository: reference.repository.clone(),
             credentials: options.credentials.clone(),
             actions,
@@ -525,12 +536,52 @@ fn is_loopback(domain: &str) -> bool {
 
 fn http(method: &Method, url: &str) -> impl FnOnce(reqwest::Error) -> RegistryError {
     let (method, url) = (method.clone(), url.to_owned());
-    move |source| RegistryError::Http {
-        method,
-        url,
-        source,
+    move |error| {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            reason = format!("{reason}: {cause}");
+            source = cause.source();
+        }
+        RegistryError::Http {
+            method,
+            url,
+            reason,
+        }
     }
 }
+
+// ANCHOR: tls
+/// TLS as a registry client needs it: rustls with ring, verifying the registry's
+/// certificate against the system's authorities and any in `ca_files`.
+fn tls_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig, RegistryError> {
+    let mut extra = Vec::new();
+    for path in ca_files {
+        let ca_error = |reason: String| RegistryError::CaCertificate {
+            path: path.clone(),
+            reason,
+        };
+        let certificates = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ca_error(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ca_error(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(ca_error("no certificate in it".to_owned()));
+        }
+        extra.extend(certificates);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(RegistryError::Tls)?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(RegistryError::Tls)?
+        .dangerous() // only in name: the verifier is the platform's, with its roots
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+// ANCHOR_END: tls
 
 /// Turns an unexpected status into an error carrying the registry's own message.
 async fn expect(
