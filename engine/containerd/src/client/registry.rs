@@ -734,10 +734,52 @@ mod tests {
         assert!(!is_loopback("docker.io"));
         assert!(!is_loopback("127.attacker.example:5000"));
         assert!(is_loopback("127.1.2.3"));
-        let hub = Reference::parse("busybox").unwrap();
-        let err = Registry::for_pull(&hub, &RegistryOptions::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("HTTPS"), "{err}");
+        let base = |name: &str, options: &RegistryOptions| {
+            let reference = Reference::parse(name).unwrap();
+            Registry::for_pull(&reference, options).unwrap().base
+        };
+        let default = RegistryOptions::default();
+        assert_eq!(base("busybox", &default), "https://registry-1.docker.io");
+        assert_eq!(
+            base("127.0.0.1:5000/busybox", &default),
+            "http://127.0.0.1:5000"
+        );
+        let plain = RegistryOptions {
+            plain_http: Some(true),
+            ..RegistryOptions::default()
+        };
+        assert_eq!(
+            base("registry.example/app", &plain),
+            "http://registry.example"
+        );
+        let https = RegistryOptions {
+            plain_http: Some(false),
+            ..RegistryOptions::default()
+        };
+        assert_eq!(base("localhost:5000/app", &https), "https://localhost:5000");
+    }
+
+    #[test]
+    fn a_certificate_authority_file_is_named_when_it_cannot_be_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for path in [empty, missing] {
+            let options = RegistryOptions {
+                ca_certificates: vec![path.clone()],
+                ..RegistryOptions::default()
+            };
+            let reference = Reference::parse("registry.example/app").unwrap();
+            let err = Registry::for_pull(&reference, &options).err().unwrap();
+            assert!(
+                matches!(&err, RegistryError::CaCertificate { path: p, .. } if *p == path),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+        }
     }
 }
