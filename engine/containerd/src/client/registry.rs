@@ -734,29 +734,27 @@ mod tests {
         assert!(!is_loopback("docker.io"));
         assert!(!is_loopback("127.attacker.example:5000"));
         assert!(is_loopback("127.1.2.3"));
-        let base = |name: &str, options: &RegistryOptions| {
+        let base = |name: &str, plain_http: Option<bool>| {
             let reference = Reference::parse(name).unwrap();
-            Registry::for_pull(&reference, options).unwrap().base
+            let options = RegistryOptions {
+                plain_http,
+                ..RegistryOptions::default()
+            };
+            Registry::for_pull(&reference, &options).unwrap().base
         };
-        let default = RegistryOptions::default();
-        assert_eq!(base("busybox", &default), "https://registry-1.docker.io");
+        assert_eq!(base("busybox", None), "https://registry-1.docker.io");
         assert_eq!(
-            base("127.0.0.1:5000/busybox", &default),
+            base("127.0.0.1:5000/busybox", None),
             "http://127.0.0.1:5000"
         );
-        let plain = RegistryOptions {
-            plain_http: Some(true),
-            ..RegistryOptions::default()
-        };
         assert_eq!(
-            base("registry.example/app", &plain),
+            base("registry.example/app", Some(true)),
             "http://registry.example"
         );
-        let https = RegistryOptions {
-            plain_http: Some(false),
-            ..RegistryOptions::default()
-        };
-        assert_eq!(base("localhost:5000/app", &https), "https://localhost:5000");
+        assert_eq!(
+            base("localhost:5000/app", Some(false)),
+            "https://localhost:5000"
+        );
     }
 
     #[test]
